@@ -1,0 +1,87 @@
+//! `resizeq`: the worker and its operator commands. Only wiring lives here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use resizeq::config::Config;
+
+// jemalloc also serves the C codecs (unprefixed malloc) and keeps freed pages for the next
+// image instead of returning every large buffer to the kernel as glibc does.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+#[derive(Parser)]
+#[command(
+    name = "resizeq",
+    version,
+    about = "Thumbnails of every upload, from S3 events on SQS"
+)]
+struct Cli {
+    /// Config file (default: ./resizeq.toml if present). RESIZEQ_* variables override it.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the configured pipeline on local files and print one line per variant.
+    Resize {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Where the variants go, under their destination keys.
+        #[arg(long, default_value = "out")]
+        out: PathBuf,
+    },
+    /// Print or validate the effective configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Print the effective config (defaults, file, environment), secrets redacted.
+    Show,
+    /// Validate the config; exits non-zero naming the bad key.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {}", e.message());
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command {
+        Command::Resize { files, out } => {
+            let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
+            match resizeq::cli::resize(&config, &files, &out, &mut stdout, &mut stderr) {
+                Ok(0) => ExitCode::SUCCESS,
+                Ok(_) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("error: {}", e.message());
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Config {
+            action: ConfigAction::Show,
+        } => {
+            print!("{}", config.to_toml());
+            ExitCode::SUCCESS
+        }
+        Command::Config {
+            action: ConfigAction::Check,
+        } => {
+            println!("config ok");
+            ExitCode::SUCCESS
+        }
+    }
+}

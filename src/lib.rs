@@ -1,0 +1,17 @@
+//! resizeq: thumbnails of every upload, from S3 events on SQS.
+//!
+//! Module map (dependencies point down):
+//! - [`cli`]: the `resizeq` subcommands (`resize`), glue between arguments and the core.
+//! - [`pipeline`]: bytes in, encoded variants out; synchronous, knows nothing of tokio or AWS.
+//!   [`pipeline::settings`] is the pure part (variants, limits, key template) that the presign
+//!   sidecar can build without the codecs.
+//! - [`config`]: defaults → TOML file → `RESIZEQ_` environment, validated once.
+//! - [`error`]: typed errors that say whether a failure is permanent or transient.
+
+#[cfg(feature = "codecs")]
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod pipeline;
+
+pub use error::{Error, ErrorKind, Result};

@@ -1,0 +1,176 @@
+//! [`Pipeline`]: one decode per source, every variant from it.
+
+use std::cell::RefCell;
+use std::time::{Duration, Instant};
+
+use super::metadata::OutputMetadata;
+use super::resize::{self, Pixels};
+use super::settings::{self, OutputFormat, PipelineSettings};
+use super::sniff::{self, SourceFormat};
+use super::{decode, encode, geometry, orient};
+use crate::error::{Error, Result};
+
+/// One encoded output.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    /// Index into the configured variants.
+    pub variant: usize,
+    pub name: String,
+    /// Destination key, from the key template.
+    pub key: String,
+    pub width: u32,
+    pub height: u32,
+    pub format: OutputFormat,
+    pub bytes: Vec<u8>,
+}
+
+impl Rendered {
+    pub fn content_type(&self) -> &'static str {
+        self.format.content_type()
+    }
+}
+
+/// Where the time of one source went.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timings {
+    pub decode: Duration,
+    pub resize: Duration,
+    pub encode: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub format: SourceFormat,
+    /// Upright size of the full-resolution source.
+    pub source_width: u32,
+    pub source_height: u32,
+    pub variants: Vec<Rendered>,
+    pub timings: Timings,
+}
+
+/// A validated pipeline. Cheap to share across threads; per-thread scratch lives in
+/// thread-locals so buffers are reused from one image to the next.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    settings: PipelineSettings,
+    background: [u8; 3],
+    fingerprint: String,
+}
+
+thread_local! {
+    static RESIZER: RefCell<fast_image_resize::Resizer> = RefCell::new(fast_image_resize::Resizer::new());
+}
+
+impl Pipeline {
+    pub fn new(settings: PipelineSettings) -> Result<Pipeline> {
+        settings.validate()?;
+        let background = settings.output.background_rgb()?;
+        let fingerprint = settings.fingerprint();
+        Ok(Pipeline {
+            settings,
+            background,
+            fingerprint,
+        })
+    }
+
+    pub fn settings(&self) -> &PipelineSettings {
+        &self.settings
+    }
+
+    /// Digest of the output-relevant config; stored with every variant for idempotency.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// The destination keys of `source_key`, in variant order.
+    pub fn keys_for(&self, source_key: &str) -> Vec<String> {
+        self.settings
+            .variants
+            .iter()
+            .map(|v| settings::render_key(&self.settings.output.key_template, v, source_key))
+            .collect()
+    }
+
+    /// Runs every variant of one source. Errors name the reason; the caller adds the key.
+    pub fn process(&self, data: &[u8], source_key: &str) -> Result<Output> {
+        let limits = &self.settings.limits;
+        if data.len() as u64 > limits.max_source_bytes {
+            return Err(Error::too_large(format!(
+                "{} bytes, over limits.max_source_bytes = {}",
+                data.len(),
+                limits.max_source_bytes
+            )));
+        }
+        let format = sniff::sniff(data)?;
+        let started = Instant::now();
+        let min_scale = |w, h, o| self.min_decode_scale(w, h, o);
+        let decoded = decode::decode(data, format, &min_scale, limits)?;
+        let orientation = decoded.meta.orientation;
+        let (up_w, up_h) = orientation.upright_size(decoded.source_width, decoded.source_height);
+        let upright = Pixels {
+            data: orientation.apply(
+                &decoded.pixels,
+                decoded.width as usize,
+                decoded.height as usize,
+                decoded.channels as usize,
+            ),
+            width: orientation.upright_size(decoded.width, decoded.height).0,
+            height: orientation.upright_size(decoded.width, decoded.height).1,
+            channels: decoded.channels,
+        };
+        drop(decoded.pixels);
+        let mut timings = Timings {
+            decode: started.elapsed(),
+            ..Default::default()
+        };
+        let meta = OutputMetadata::for_policy(&decoded.meta, &self.settings.output);
+        let (sx, sy) = (
+            upright.width as f64 / up_w as f64,
+            upright.height as f64 / up_h as f64,
+        );
+        let mut variants = Vec::with_capacity(self.settings.variants.len());
+        for (index, spec) in self.settings.variants.iter().enumerate() {
+            let plan = geometry::plan(spec, up_w, up_h);
+            let t = Instant::now();
+            let resized = RESIZER
+                .with(|r| resize::resize(&mut r.borrow_mut(), &upright, &plan.scaled(sx, sy)))?;
+            let resized = match spec.format {
+                OutputFormat::Jpeg => resize::flatten(resized, self.background),
+                _ => resized,
+            };
+            timings.resize += t.elapsed();
+            let t = Instant::now();
+            let bytes = encode::encode(&resized, spec.format, spec.quality, &meta)?;
+            timings.encode += t.elapsed();
+            variants.push(Rendered {
+                variant: index,
+                name: spec.display_name(),
+                key: settings::render_key(&self.settings.output.key_template, spec, source_key),
+                width: resized.width,
+                height: resized.height,
+                format: spec.format,
+                bytes,
+            });
+        }
+        Ok(Output {
+            format,
+            source_width: up_w,
+            source_height: up_h,
+            variants,
+            timings,
+        })
+    }
+
+    /// The largest shrink the decoder may apply to a stored `w` × `h` source: enough pixels
+    /// left for every variant.
+    fn min_decode_scale(&self, w: u32, h: u32, orientation: orient::Orientation) -> f64 {
+        let (w, h) = orientation.upright_size(w, h);
+        let needed = self
+            .settings
+            .variants
+            .iter()
+            .map(|spec| geometry::plan(spec, w, h).needed_scale())
+            .fold(0.0, f64::max);
+        needed.min(1.0)
+    }
+}
