@@ -26,6 +26,7 @@ import os
 import platform
 import re
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -61,6 +62,9 @@ class Tool:
     env: dict[str, str] = field(default_factory=dict)
     trailing: list[str] = field(default_factory=list)  # arguments after the files
     ms: dict[str, list[float]] = field(default_factory=dict)  # file -> ms per measured round
+    # file -> other numeric fields of its lines (e.g. decode_ms), per measured round
+    extra: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)  # file -> error reported by the tool
     maxrss_kib: int = 0
     wall_s: list[float] = field(default_factory=list)
 
@@ -81,8 +85,7 @@ def list_corpus(directory: Path, only: str | None) -> list[Path]:
             f"corpus not found at {directory}: set RESIZEQ_CORPUS to the directory that holds "
             "the benchmark photos (jpg*, png*, webp*, heic*, small*; see its README.md)"
         )
-    files = sorted(p for p in directory.iterdir()
-                   if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+    files = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
     if only:
         if any(c in only for c in "*?["):
             files = [p for p in files if fnmatch.fnmatch(p.name, only)]
@@ -124,19 +127,25 @@ def resizeq_tool(logs: Path) -> Tool:
         except json.JSONDecodeError:
             continue
         target = msg.get("target") or {}
-        if (msg.get("reason") == "compiler-artifact" and target.get("name") == "pipeline"
-                and "bench" in target.get("kind", []) and msg.get("executable")):
+        if (
+            msg.get("reason") == "compiler-artifact"
+            and target.get("name") == "pipeline"
+            and "bench" in target.get("kind", [])
+            and msg.get("executable")
+        ):
             exe = msg["executable"]
     if proc.returncode != 0 or not exe:
-        raise BenchError(f"`{' '.join(cmd)}` failed (exit {proc.returncode}); "
-                         f"see {log}:\n{tail(log)}")
-    release = ROOT / "target" / "release"
+        raise BenchError(
+            f"`{' '.join(cmd)}` failed (exit {proc.returncode}); see {log}:\n{tail(log)}"
+        )
+    deps = Path(exe).parent  # target/release/deps
     env = {
         # what `cargo bench` would set for the binary it runs
         "CARGO_MANIFEST_DIR": str(ROOT),
         "LD_LIBRARY_PATH": os.pathsep.join(
-            [str(release / "deps"), str(release)]
-            + ([os.environ["LD_LIBRARY_PATH"]] if os.environ.get("LD_LIBRARY_PATH") else [])),
+            [str(deps), str(deps.parent)]
+            + ([os.environ["LD_LIBRARY_PATH"]] if os.environ.get("LD_LIBRARY_PATH") else [])
+        ),
     }
     rel = os.path.relpath(exe, ROOT)
     # `cargo bench --bench pipeline -- ARGS` runs `<exe> ARGS --bench`: do the same.
@@ -145,15 +154,21 @@ def resizeq_tool(logs: Path) -> Tool:
 
 def sharp_tool() -> Tool:
     env = {"UV_THREADPOOL_SIZE": "1", "VIPS_CONCURRENCY": "1"}
-    return Tool("sharp", ["node", str(BENCH_D / "sharp-bench.mjs")],
-                "`node scripts/bench.d/sharp-bench.mjs`", env)
+    return Tool(
+        "sharp",
+        ["node", str(BENCH_D / "sharp-bench.mjs")],
+        "`node scripts/bench.d/sharp-bench.mjs`",
+        env,
+    )
 
 
 def versions() -> dict[str, str]:
     out = {"node": "?", "sharp": "?", "libvips": "?", "heic-convert": "?"}
-    js = ("const s=require('sharp');"
-          "console.log(JSON.stringify({node:process.version,sharp:s.versions.sharp,"
-          "libvips:s.versions.vips,'heic-convert':require('heic-convert/package.json').version}))")
+    js = (
+        "const s=require('sharp');"
+        "console.log(JSON.stringify({node:process.version,sharp:s.versions.sharp,"
+        "libvips:s.versions.vips,'heic-convert':require('heic-convert/package.json').version}))"
+    )
     try:
         proc = subprocess.run(["node", "-e", js], cwd=BENCH_D, capture_output=True, timeout=60)
         out.update(json.loads(proc.stdout))
@@ -174,52 +189,83 @@ def cpu_model() -> str:
 
 def run_round(tool: Tool, files: list[Path], rnd: int, cpu: str, out: Path, logs: Path) -> None:
     """One process of `tool` over all files, pinned to `cpu`; records ms and peak RSS."""
-    out.mkdir(parents=True, exist_ok=True)
-    cmd = (["taskset", "-c", cpu] + tool.argv
-           + ["--rounds", "1", "--out", str(out)] + [str(p) for p in files] + tool.trailing)
+    if out.exists():  # no stale outputs from an earlier round or run
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    cmd = (
+        ["taskset", "-c", cpu]
+        + tool.argv
+        + ["--rounds", "1", "--out", str(out)]
+        + [str(p) for p in files]
+        + tool.trailing
+    )
     env = dict(os.environ, **tool.env)
     stdout_log = logs / f"{tool.name}.r{rnd}.stdout"
     stderr_log = logs / f"{tool.name}.r{rnd}.stderr"
     t0 = time.monotonic()
     with open(stdout_log, "wb") as so, open(stderr_log, "wb") as se:
-        proc = subprocess.Popen(cmd, stdout=so, stderr=se, stdin=subprocess.DEVNULL,
-                                cwd=ROOT, env=env)
+        proc = subprocess.Popen(
+            cmd, stdout=so, stderr=se, stdin=subprocess.DEVNULL, cwd=ROOT, env=env
+        )
         # wait4 gives this child's own rusage (taskset execs the command: same process).
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.monotonic() - t0
     if proc.returncode != 0:
-        raise BenchError(f"{tool.name} round {rnd} failed (exit {proc.returncode}): "
-                         f"{shlex.join(cmd[:8])} ...; stderr ({stderr_log}):\n{tail(stderr_log)}")
+        raise BenchError(
+            f"{tool.name} round {rnd} failed (exit {proc.returncode}): "
+            f"{shlex.join(cmd[:8])} ...; stderr ({stderr_log}):\n{tail(stderr_log)}"
+        )
     tool.maxrss_kib = max(tool.maxrss_kib, usage.ru_maxrss)  # KiB on Linux
-    seen: dict[str, float] = {}
+    seen: dict[str, dict] = {}
     for line in stdout_log.read_text(errors="replace").splitlines():
         line = line.strip()
         if not line.startswith("{"):
             continue
         try:
             rec = json.loads(line)
-            name, ms = str(rec["file"]), float(rec["ms"])
+            name = str(rec["file"])
+            if "error" not in rec:
+                rec["ms"] = float(rec["ms"])
         except (ValueError, KeyError, TypeError):
             continue
         if name in seen:
             raise BenchError(f"{tool.name} round {rnd}: {name} reported twice ({stdout_log})")
-        seen[name] = ms
+        seen[name] = rec
     missing = [p.name for p in files if p.name not in seen]
     if missing:
-        raise BenchError(f"{tool.name} round {rnd}: no timing line for {', '.join(missing)} "
-                         f"(expected JSON lines {{\"file\":..,\"round\":0,\"ms\":..}} on stdout; "
-                         f"see {stdout_log})")
+        raise BenchError(
+            f"{tool.name} round {rnd}: no timing line for {', '.join(missing)} "
+            f'(expected JSON lines {{"file":..,"round":0,"ms":..}} on stdout; '
+            f"see {stdout_log})"
+        )
     tool.wall_s.append(wall)
-    if rnd > 0:  # round 0 is the warm-up
-        for name, ms in seen.items():
-            tool.ms.setdefault(name, []).append(ms)
-    say(f"round {rnd}: {tool.name:<7} {wall:6.1f} s wall, "
-        f"{sum(seen.values()) / 1000:6.1f} s timed, maxrss {usage.ru_maxrss / 1024:.0f} MiB")
+    for name, rec in seen.items():
+        if "error" in rec:
+            tool.errors.setdefault(name, str(rec["error"]))
+            say(f"round {rnd}: {tool.name} failed on {name}: {rec['error']}")
+        elif rnd > 0:  # round 0 is the warm-up
+            tool.ms.setdefault(name, []).append(rec["ms"])
+            for key, value in rec.items():
+                if key not in ("file", "round", "ms") and isinstance(value, (int, float)):
+                    tool.extra.setdefault(name, {}).setdefault(key, []).append(float(value))
+    timed = sum(rec.get("ms", 0.0) for rec in seen.values()) / 1000
+    say(
+        f"round {rnd}: {tool.name:<7} {wall:6.1f} s wall, "
+        f"{timed:6.1f} s timed, maxrss {usage.ru_maxrss / 1024:.0f} MiB"
+    )
 
 
 def fmt(x: float | None, spec: str) -> str:
     return "—" if x is None else format(x, spec)
+
+
+def times(x: float | None, spec: str) -> str:
+    return "—" if x is None else format(x, spec) + "×"
+
+
+def median_ms(tool: Tool, name: str) -> float | None:
+    return statistics.median(tool.ms[name]) if tool.ms.get(name) else None
 
 
 def throughput(tool: Tool, names: list[str]) -> float | None:
@@ -227,93 +273,171 @@ def throughput(tool: Tool, names: list[str]) -> float | None:
     return len(names) / (total_ms / 1000) if total_ms > 0 else None
 
 
-def build_report(args, files: list[Path], tools: dict[str, Tool], ssim_rows: list[dict] | None,
-                 meta: dict) -> tuple[str, int, int]:
+def per_round(tool: Tool, names: list[str]) -> list[float]:
+    """All-corpus img/s of each measured round (to show the run-to-run noise)."""
+    rounds = zip(*(tool.ms[n] for n in names), strict=True)  # round i -> ms of every file
+    return [len(ms) / (sum(ms) / 1000) for ms in rounds]
+
+
+def stage_split(tool: Tool, name: str) -> str:
+    """Median of the tool's optional per-stage fields, e.g. decode_ms/resize_ms/encode_ms."""
+    extra = tool.extra.get(name) or {}
+    return " / ".join(f"{statistics.median(v):.1f}" for v in extra.values())
+
+
+def build_report(
+    args, files: list[Path], tools: dict[str, Tool], ssim_rows: list[dict] | None, meta: dict
+) -> tuple[str, int, int]:
     met = total = 0
     lines: list[str] = []
     add = lines.append
+
+    def target(ok: bool) -> str:
+        nonlocal met, total
+        total += 1
+        met += ok
+        return "PASS" if ok else "FAIL"
+
     rq, sh = tools["resizeq"], tools["sharp"]
+    failed = set(rq.errors) | set(sh.errors)
+    timed = [p.name for p in files if p.name not in failed]
     measured = "round 1" if args.rounds == 2 else f"rounds 1–{args.rounds - 1}"
+    v = meta["versions"]
+    only = f", --only {args.only!r}" if args.only else ""
     add("# resizeq vs sharp (Lambda reference)")
     add("")
-    add(f"- corpus: `{meta['corpus']}` ({len(files)} files"
-        + (f", --only {args.only!r}" if args.only else "") + ")")
-    add(f"- rounds: {args.rounds}, interleaved (resizeq then sharp, one process each per round), "
+    add(f"- corpus: `{meta['corpus']}` ({len(files)} files{only})")
+    add(
+        f"- rounds: {args.rounds}, interleaved (resizeq then sharp, one process each per round), "
         f"each pinned with `taskset -c {args.cpu}`; round 0 is a warm-up and is excluded; "
         f"img/s = images ÷ Σ per-file **median** ms over {measured} "
-        "(in-process time: decode + 80 px + 500 px JPEG q80, bytes in memory to buffers)")
+        "(in-process time: decode + 80 px + 500 px JPEG q80, bytes in memory to buffers)"
+    )
     add(f"- resizeq: {rq.describe}")
-    v = meta["versions"]
-    add(f"- sharp: {sh.describe}: sharp {v['sharp']} (libvips {v['libvips']}), heic-convert "
-        f"{v['heic-convert']}, node {v['node']}; UV_THREADPOOL_SIZE=1, concurrency(1), cache(false)")
+    add(
+        f"- sharp: {sh.describe}: sharp {v['sharp']} (libvips {v['libvips']}), heic-convert "
+        f"{v['heic-convert']}, node {v['node']}; "
+        "UV_THREADPOOL_SIZE=1, concurrency(1), cache(false)"
+    )
     add(f"- machine: {meta['cpu']}, {os.cpu_count()} CPUs, {platform.platform()}")
     add("")
+
     add("| category | images | resizeq img/s | sharp img/s | ratio | target | ok |")
     add("|---|---:|---:|---:|---:|---|---|")
     cats: dict[str, list[str]] = {}
     for p in files:
         cats.setdefault(category(p.name), []).append(p.name)
-    order = [c for c in CATEGORY_ORDER if c in cats] + sorted(c for c in cats
-                                                             if c not in CATEGORY_ORDER)
-    order.append("all")
+    order = [c for c in CATEGORY_ORDER if c in cats]
+    order += sorted(c for c in cats if c not in CATEGORY_ORDER) + ["all"]
     cats["all"] = [p.name for p in files]
     for cat in order:
-        names = cats[cat]
-        r, s = throughput(rq, names), throughput(sh, names)
+        names = [n for n in cats[cat] if n not in failed]
+        n_failed = len(cats[cat]) - len(names)
+        count = f"{len(names)}" + (f" (+{n_failed} failed)" if n_failed else "")
+        r = throughput(rq, names) if names else None
+        s = throughput(sh, names) if names else None
         ratio = r / s if r and s else None
-        target = SPEED_TARGETS.get(cat)
-        ok = ""
-        if target is not None and ratio is not None:
-            total += 1
-            good = ratio >= target
-            met += good
-            ok = "PASS" if good else "FAIL"
+        goal = SPEED_TARGETS.get(cat)
+        ok = target(ratio >= goal) if goal is not None and ratio is not None else ""
         label = f"**{cat}**" if cat == "all" else cat
-        add(f"| {label} | {len(names)} | {fmt(r, '.2f')} | {fmt(s, '.2f')} | "
-            f"{fmt(ratio, '.2f')}× | {f'≥ {target:g}×' if target else '—'} | {ok} |")
+        add(
+            f"| {label} | {count} | {fmt(r, '.2f')} | {fmt(s, '.2f')} | "
+            f"{times(ratio, '.2f')} | {f'≥ {goal:g}×' if goal else '—'} | {ok} |"
+        )
     r_mib, s_mib = rq.maxrss_kib / 1024, sh.maxrss_kib / 1024
     rss_ratio = r_mib / s_mib if s_mib else None
-    total += 1
-    rss_ok = rss_ratio is not None and rss_ratio <= RSS_TARGET
-    met += rss_ok
-    add(f"| peak RSS (MiB) | — | {r_mib:.1f} | {s_mib:.1f} | {fmt(rss_ratio, '.3f')}× | "
-        f"≤ {RSS_TARGET:g}× | {'PASS' if rss_ok else 'FAIL'} |")
+    rss_ok = target(rss_ratio is not None and rss_ratio <= RSS_TARGET)
+    add(
+        f"| peak RSS (MiB) | — | {r_mib:.1f} | {s_mib:.1f} | {times(rss_ratio, '.3f')} | "
+        f"≤ {RSS_TARGET:g}× | {rss_ok} |"
+    )
+    if rq.errors:
+        add(
+            f"| files failed | {len(rq.errors)} | {len(rq.errors)} | {len(sh.errors)} | — | "
+            f"0 | {target(False)} |"
+        )
     add("")
-    add("Peak RSS = max ru_maxrss over all rounds' processes of each tool (os.wait4).")
+    add(
+        "Peak RSS = max ru_maxrss over all rounds' processes of each tool (os.wait4). "
+        "All-corpus img/s in each measured round: "
+        + "; ".join(
+            f"{t.name} " + ", ".join(f"{x:.2f}" for x in per_round(t, timed)) for t in (rq, sh)
+        )
+        + f". Load average before/after: {meta['load_before']:.2f} / {meta['load_after']:.2f} "
+        "(other work on the machine adds noise)."
+    )
+    for t in (rq, sh):
+        for name, err in t.errors.items():
+            add(f"- **{t.name} failed on {name}**: {err} (excluded from both tools' img/s)")
     add("")
 
-    if ssim_rows is None:
-        add("SSIM: skipped (--no-ssim).")
-    else:
-        add("## Per file: median ms, and SSIM of the 500 px output vs a Pillow Lanczos reference")
+    # Per-file table: median ms always; SSIM unless --no-ssim.
+    with_ssim = ssim_rows is not None
+    with_split = any(rq.extra.values())
+    split_keys = next((list(e) for e in rq.extra.values() if e), [])
+    add(
+        "## Per file"
+        + (
+            ": median ms, and SSIM of the 500 px output vs a Pillow Lanczos reference"
+            if with_ssim
+            else ": median ms"
+        )
+    )
+    add("")
+    if with_ssim:
+        add(
+            'SSIM on luma (Pillow "L"), Gaussian window (11×11, σ 1.5, K1 0.01, K2 0.03, L 255); '
+            f"ok = resizeq SSIM ≥ sharp SSIM − {SSIM_SLACK} and its size within 1 px."
+        )
         add("")
-        add("Luma (Pillow \"L\"), Gaussian SSIM (11×11, σ 1.5, K1 0.01, K2 0.03, L 255); "
-            f"ok = resizeq SSIM ≥ sharp SSIM − {SSIM_SLACK} and its size within 1 px.")
-        add("")
-        add("| file | ref size | resizeq ms | sharp ms | speed-up | resizeq SSIM | sharp SSIM | "
-            "Δ | ok | note |")
-        add("|---|---|---:|---:|---:|---:|---:|---:|---|---|")
-        n_ok = 0
-        for row in ssim_rows:
-            name = row["file"]
-            r_ms = statistics.median(rq.ms[name])
-            s_ms = statistics.median(sh.ms[name])
+    head = ["file", "resizeq ms", "sharp ms", "speed-up"]
+    align = ["---", "---:", "---:", "---:"]
+    if with_split:
+        head.append("resizeq " + " / ".join(k.removesuffix("_ms") for k in split_keys) + " ms")
+        align.append("---:")
+    if with_ssim:
+        head += ["ref size", "resizeq SSIM", "sharp SSIM", "Δ", "ok", "note"]
+        align += ["---", "---:", "---:", "---:", "---", "---"]
+    add("| " + " | ".join(head) + " |")
+    add("|" + "|".join(align) + "|")
+    rows = {row["file"]: row for row in ssim_rows or []}
+    n_ok = 0
+    for p in files:
+        name = p.name
+        r_ms = None if name in rq.errors else median_ms(rq, name)
+        s_ms = None if name in sh.errors else median_ms(sh, name)
+        speedup = s_ms / r_ms if r_ms and s_ms else None
+        cells = [
+            name,
+            "error" if name in rq.errors else fmt(r_ms, ".1f"),
+            "error" if name in sh.errors else fmt(s_ms, ".1f"),
+            times(speedup, ".2f"),
+        ]
+        if with_split:
+            cells.append(stage_split(rq, name) or "—")
+        if with_ssim:
+            row = rows[name]
             a, b = row["resizeq"], row["sharp"]
             ra, sb = a["ssim"], b["ssim"]
-            ok = (ra is not None and a["size_ok"]
-                  and (sb is None or ra >= sb - SSIM_SLACK))
+            ok = ra is not None and a["size_ok"] and (sb is None or ra >= sb - SSIM_SLACK)
             n_ok += ok
             notes = "; ".join(f"{t}: {row[t]['note']}" for t in TOOLS if row[t]["note"])
             delta = ra - sb if ra is not None and sb is not None else None
-            add(f"| {name} | {row['ref']} | {r_ms:.1f} | {s_ms:.1f} | "
-                f"{s_ms / r_ms if r_ms else 0:.2f}× | {fmt(ra, '.4f')} | {fmt(sb, '.4f')} | "
-                f"{fmt(delta, '+.4f')} | {'PASS' if ok else 'FAIL'} | {notes} |")
-        ssim_ok = n_ok == len(ssim_rows)
-        total += 1
-        met += ssim_ok
-        add("")
-        add(f"SSIM target (every file): {n_ok}/{len(ssim_rows)} files ok → "
-            f"{'PASS' if ssim_ok else 'FAIL'}")
+            cells += [
+                row["ref"],
+                fmt(ra, ".4f"),
+                fmt(sb, ".4f"),
+                fmt(delta, "+.4f"),
+                "PASS" if ok else "FAIL",
+                notes,
+            ]
+        add("| " + " | ".join(cells) + " |")
+    add("")
+    if with_ssim:
+        verdict = target(n_ok == len(files))
+        add(f"SSIM target (every file): {n_ok}/{len(files)} files ok → {verdict}")
+    else:
+        add("SSIM: skipped (--no-ssim).")
     add("")
     add(f"targets: {met}/{total} met")
     return "\n".join(lines) + "\n", met, total
@@ -321,21 +445,40 @@ def build_report(args, files: list[Path], tools: dict[str, Tool], ssim_rows: lis
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
-        prog="scripts/bench", description=__doc__.split("\n\n")[0],
+        prog="scripts/bench",
+        description=__doc__.split("\n\n")[0],
         epilog="Environment:" + __doc__.split("Environment:", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=3,
-                    help="rounds, including the warm-up round 0 (default 3, minimum 2)")
-    ap.add_argument("--quick", action="store_true",
-                    help="warm-up + 1 measured round (same as --rounds 2), for CI smoke runs")
-    ap.add_argument("--only", metavar="PATTERN",
-                    help="only corpus files whose name contains PATTERN (or matches it as a glob "
-                         "when it has * ? [)")
-    ap.add_argument("--cpu", default=os.environ.get("BENCH_CPU", "1"),
-                    help="CPU list for taskset -c (default: $BENCH_CPU or 1)")
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds, including the warm-up round 0 (default 3, minimum 2)",
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="warm-up + 1 measured round (same as --rounds 2), for CI smoke runs",
+    )
+    ap.add_argument(
+        "--only",
+        metavar="PATTERN",
+        help="only corpus files whose name contains PATTERN (or matches it as a glob "
+        "when it has * ? [)",
+    )
+    ap.add_argument(
+        "--cpu",
+        default=os.environ.get("BENCH_CPU", "1"),
+        help="CPU list for taskset -c (default: $BENCH_CPU or 1)",
+    )
     ap.add_argument("--no-ssim", action="store_true", help="skip the SSIM comparison")
-    ap.add_argument("--out-dir", type=Path, default=ROOT / "target" / "bench",
-                    help="where outputs, logs and report.md go (default target/bench)")
+    ap.add_argument(
+        "--out-dir",
+        type=Path,
+        default=ROOT / "target" / "bench",
+        help="where outputs, logs and report.md go (default target/bench)",
+    )
     args = ap.parse_args(argv)
     if args.quick:
         args.rounds = 2
@@ -366,14 +509,21 @@ def main(argv: list[str] | None = None) -> int:
         out_dir: Path = args.out_dir.resolve()
         logs = out_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
+        for old in logs.glob("*.r*.std*"):  # a previous run's per-round logs
+            old.unlink()
         tools = {"resizeq": resizeq_tool(logs), "sharp": sharp_tool()}
-        meta = {"corpus": str(corpus), "versions": versions(), "cpu": cpu_model()}
+        meta = {
+            "corpus": str(corpus),
+            "versions": versions(),
+            "cpu": cpu_model(),
+            "load_before": os.getloadavg()[0],
+        }
         pin_self_away(args.cpu)
-        say(f"{len(files)} files, {args.rounds} rounds (round 0 = warm-up), "
-            f"taskset -c {args.cpu}")
+        say(f"{len(files)} files, {args.rounds} rounds (round 0 = warm-up), taskset -c {args.cpu}")
         for rnd in range(args.rounds):
             for tool in tools.values():
                 run_round(tool, files, rnd, args.cpu, out_dir / "out" / tool.name, logs)
+        meta["load_after"] = os.getloadavg()[0]
         ssim_rows = None
         if not args.no_ssim:
             say("SSIM against Pillow Lanczos references")
@@ -392,11 +542,24 @@ def main(argv: list[str] | None = None) -> int:
     report, met, total = build_report(args, files, tools, ssim_rows, meta)
     (out_dir / "report.md").write_text(report)
     raw = {
-        "rounds": args.rounds, "cpu": args.cpu, "corpus": meta["corpus"], "versions":
-        meta["versions"], "targets_met": met, "targets": total, "ssim": ssim_rows,
-        "tools": {t.name: {"command": t.argv, "ms_measured_rounds": t.ms,
-                           "maxrss_kib": t.maxrss_kib, "wall_s": t.wall_s}
-                  for t in tools.values()},
+        "rounds": args.rounds,
+        "cpu": args.cpu,
+        "corpus": meta["corpus"],
+        "versions": meta["versions"],
+        "targets_met": met,
+        "targets": total,
+        "ssim": ssim_rows,
+        "tools": {
+            t.name: {
+                "command": t.argv,
+                "ms_measured_rounds": t.ms,
+                "extra_measured_rounds": t.extra,
+                "errors": t.errors,
+                "maxrss_kib": t.maxrss_kib,
+                "wall_s": t.wall_s,
+            }
+            for t in tools.values()
+        },
     }
     (out_dir / "results.json").write_text(json.dumps(raw, indent=1, ensure_ascii=False) + "\n")
     sys.stdout.write(report)

@@ -30,10 +30,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pillow_heif
 from PIL import Image, ImageOps
 from scipy.ndimage import gaussian_filter
-
-import pillow_heif
 
 pillow_heif.register_heif_opener()
 
@@ -93,8 +92,14 @@ def reference(source: Path, cache: Path | None) -> Image.Image:
         return make_reference(source)
     st = source.stat()
     key = "|".join(
-        [CACHE_VERSION, source.name, str(st.st_size), str(st.st_mtime_ns),
-         Image.__version__, pillow_heif.__version__]
+        [
+            CACHE_VERSION,
+            source.name,
+            str(st.st_size),
+            str(st.st_mtime_ns),
+            Image.__version__,
+            pillow_heif.__version__,
+        ]
     )
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     path = cache / f"{source.name}.{digest}.ref500.png"
@@ -134,8 +139,13 @@ def compare(ref: Image.Image, output: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cache", type=Path, help="directory for cached references")
-    ap.add_argument("--tool", action="append", default=[], metavar="NAME=DIR",
-                    help="a tool's output directory (holding <file name>.500.jpg)")
+    ap.add_argument(
+        "--tool",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="a tool's output directory (holding <file name>.500.jpg)",
+    )
     ap.add_argument("sources", nargs="+", type=Path)
     args = ap.parse_args(argv)
     tools = {}

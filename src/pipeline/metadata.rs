@@ -55,7 +55,7 @@ pub const ICC_PREFIX: &[u8] = b"ICC_PROFILE\0";
 
 /// The EXIF orientation of a raw TIFF structure; `Normal` when absent or unreadable.
 pub fn exif_orientation(raw: &[u8]) -> Orientation {
-    let Ok(exif) = exif::Reader::new().read_raw(raw.to_vec()) else {
+    let Some(exif) = parse_exif(raw) else {
         return Orientation::Normal;
     };
     exif.get_field(exif::Tag::Orientation, exif::In::PRIMARY)
@@ -64,11 +64,21 @@ pub fn exif_orientation(raw: &[u8]) -> Orientation {
         .unwrap_or(Orientation::Normal)
 }
 
+/// Parses what can be parsed: cameras and libraries often write sub-IFDs with a stray
+/// next-IFD pointer, which a strict parser rejects whole.
+fn parse_exif(raw: &[u8]) -> Option<exif::Exif> {
+    exif::Reader::new()
+        .continue_on_error(true)
+        .read_raw(raw.to_vec())
+        .or_else(|e| e.distill_partial_result(|_ignored| {}))
+        .ok()
+}
+
 /// Rewrites EXIF without orientation, without the embedded thumbnail and, unless `keep_gps`,
 /// without the GPS directory. `None` if the EXIF cannot be parsed: dropping is safer than
 /// copying bytes we could not check.
 pub fn clean_exif(raw: &[u8], keep_gps: bool) -> Option<Vec<u8>> {
-    let exif = exif::Reader::new().read_raw(raw.to_vec()).ok()?;
+    let exif = parse_exif(raw)?;
     let kept: Vec<&exif::Field> = exif
         .fields()
         .filter(|f| f.ifd_num == exif::In::PRIMARY)

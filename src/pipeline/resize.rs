@@ -82,7 +82,7 @@ mod tests {
     #[test]
     fn flatten_blends_onto_the_background() {
         let px = Pixels {
-            data: vec![255, 0, 0, 0, 255, 0, 0, 255, 0, 0, 255, 128],
+            data: vec![255, 0, 0, 0, 255, 0, 0, 255, 0, 0, 0, 128],
             width: 3,
             height: 1,
             channels: 4,
@@ -98,7 +98,7 @@ mod tests {
         assert_eq!(
             &out.data[6..9],
             &[0, 0, 127],
-            "half-transparent black is half background"
+            "half-transparent black over blue is half blue"
         );
     }
 }

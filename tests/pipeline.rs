@@ -1,0 +1,497 @@
+//! The pipeline on real files: committed fixtures for every format and edge case, and the
+//! shared corpus of real photos (`../shared/corpus` or `RESIZEQ_CORPUS`).
+
+use std::path::{Path, PathBuf};
+
+use resizeq::pipeline::{MetadataPolicy, OutputFormat, Pipeline, PipelineSettings, VariantSpec};
+use resizeq::ErrorKind;
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn default_pipeline() -> Pipeline {
+    Pipeline::new(PipelineSettings::default()).unwrap()
+}
+
+fn pipeline_with(variants: Vec<VariantSpec>, edit: impl FnOnce(&mut PipelineSettings)) -> Pipeline {
+    let mut settings = PipelineSettings {
+        variants,
+        ..Default::default()
+    };
+    edit(&mut settings);
+    Pipeline::new(settings).unwrap()
+}
+
+/// Decodes an output with an independent decoder (image's zune-jpeg / png / image-webp).
+fn decode_rgba(bytes: &[u8]) -> image::RgbaImage {
+    image::load_from_memory(bytes)
+        .expect("output decodes")
+        .to_rgba8()
+}
+
+fn assert_colour(img: &image::RgbaImage, x: u32, y: u32, want: [u8; 3], what: &str) {
+    let px = img.get_pixel(x, y).0;
+    let close = (0..3).all(|c| (px[c] as i32 - want[c] as i32).abs() <= 40);
+    assert!(
+        close,
+        "{what}: pixel ({x},{y}) is {:?}, want {want:?}",
+        &px[..3]
+    );
+}
+
+const RED: [u8; 3] = [255, 0, 0];
+const GREEN: [u8; 3] = [0, 255, 0];
+const BLUE: [u8; 3] = [0, 0, 255];
+const WHITE: [u8; 3] = [255, 255, 255];
+const BLACK: [u8; 3] = [0, 0, 0];
+
+/// The fixtures' "quad card": red, green / blue, white, checked at the quadrant centres.
+fn assert_quad_card(img: &image::RgbaImage, corners: [[u8; 3]; 4], what: &str) {
+    let (w, h) = img.dimensions();
+    assert_colour(img, w / 4, h / 4, corners[0], &format!("{what} top-left"));
+    assert_colour(
+        img,
+        3 * w / 4,
+        h / 4,
+        corners[1],
+        &format!("{what} top-right"),
+    );
+    assert_colour(
+        img,
+        w / 4,
+        3 * h / 4,
+        corners[2],
+        &format!("{what} bottom-left"),
+    );
+    assert_colour(
+        img,
+        3 * w / 4,
+        3 * h / 4,
+        corners[3],
+        &format!("{what} bottom-right"),
+    );
+}
+
+#[test]
+fn every_exif_orientation_comes_out_upright() {
+    let pipeline = default_pipeline();
+    let mut names: Vec<String> = (1..=8).map(|n| format!("orient-{n}.jpg")).collect();
+    names.extend(
+        [
+            "orient-6.png",
+            "orient-6.webp",
+            "orient-6.heic",
+            "orient-6.avif",
+        ]
+        .map(String::from),
+    );
+    for name in names {
+        let out = pipeline
+            .process(&fixture(&name), &name)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        for v in &out.variants {
+            assert_eq!((v.width, v.height), (48, 32), "{name} variant {}", v.name);
+            let img = decode_rgba(&v.bytes);
+            assert_eq!(img.dimensions(), (48, 32), "{name}");
+            assert_quad_card(&img, [RED, GREEN, BLUE, WHITE], &name);
+            assert!(
+                !contains(&v.bytes, b"Exif\0\0"),
+                "{name}: output must carry no EXIF (and so no orientation tag)"
+            );
+        }
+    }
+}
+
+#[test]
+fn one_small_file_of_every_format_gives_both_variants() {
+    let pipeline = default_pipeline();
+    for name in [
+        "tiny.jpg",
+        "progressive.jpg",
+        "tiny.png",
+        "tiny.gif",
+        "tiny.tiff",
+        "tiny.bmp",
+        "tiny.webp",
+        "tiny-lossless.webp",
+        "tiny.heic",
+        "tiny.avif",
+        "actually-png.jpg",
+    ] {
+        let out = pipeline
+            .process(&fixture(name), name)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let sizes: Vec<(u32, u32)> = out.variants.iter().map(|v| (v.width, v.height)).collect();
+        assert_eq!(
+            sizes,
+            [(80, 53), (120, 80)],
+            "{name}: 80 wide, and 500 not upscaled from 120"
+        );
+        for v in &out.variants {
+            assert_eq!(v.content_type(), "image/jpeg");
+            let img = decode_rgba(&v.bytes);
+            assert_eq!(img.dimensions(), (v.width, v.height));
+            assert_quad_card(&img, [RED, GREEN, BLUE, WHITE], name);
+        }
+    }
+}
+
+#[test]
+fn gif_renders_its_first_frame() {
+    let out = default_pipeline()
+        .process(&fixture("tiny.gif"), "a.gif")
+        .unwrap();
+    let img = decode_rgba(&out.variants[1].bytes);
+    assert_colour(
+        &img,
+        30,
+        20,
+        RED,
+        "first frame's top-left is red (later frames are green, blue)",
+    );
+}
+
+#[test]
+fn grayscale_and_cmyk_jpegs_decode_to_the_right_colours() {
+    let out = default_pipeline()
+        .process(&fixture("cmyk.jpg"), "c.jpg")
+        .unwrap();
+    let img = decode_rgba(&out.variants[1].bytes);
+    assert_quad_card(&img, [RED, GREEN, BLUE, BLACK], "Adobe CMYK");
+    let out = default_pipeline()
+        .process(&fixture("gray.jpg"), "g.jpg")
+        .unwrap();
+    let img = decode_rgba(&out.variants[1].bytes);
+    assert_quad_card(&img, [[0; 3], [85; 3], [170; 3], [255; 3]], "grayscale");
+}
+
+#[test]
+fn small_sources_are_not_upscaled_unless_enlarge_is_set() {
+    let out = default_pipeline()
+        .process(&fixture("small-60x40.jpg"), "s.jpg")
+        .unwrap();
+    for v in &out.variants {
+        assert_eq!((v.width, v.height), (60, 40));
+        assert_eq!(decode_rgba(&v.bytes).dimensions(), (60, 40));
+    }
+    let mut big = VariantSpec::jpeg_width(80);
+    big.enlarge = true;
+    let out = pipeline_with(vec![big], |_| {})
+        .process(&fixture("small-60x40.jpg"), "s.jpg")
+        .unwrap();
+    assert_eq!((out.variants[0].width, out.variants[0].height), (80, 53));
+}
+
+#[test]
+fn alpha_is_flattened_onto_the_background_for_jpeg_and_kept_for_png() {
+    let mut png = VariantSpec::jpeg_width(60);
+    png.format = OutputFormat::Png;
+    png.name = Some("png".into());
+    let mut webp = VariantSpec::jpeg_width(60);
+    webp.format = OutputFormat::Webp;
+    webp.name = Some("webp".into());
+    let pipeline = pipeline_with(vec![VariantSpec::jpeg_width(60), png, webp], |s| {
+        s.output.background = "#000000".into();
+        s.output.key_template = "{name}/{key}.{ext}".into();
+    });
+    let out = pipeline.process(&fixture("alpha.png"), "a.png").unwrap();
+    let jpeg = decode_rgba(&out.variants[0].bytes);
+    assert_colour(
+        &jpeg,
+        10,
+        20,
+        BLACK,
+        "transparent half shows the background, never magenta",
+    );
+    assert_colour(&jpeg, 28, 20, BLACK, "no magenta fringe next to the edge");
+    assert_colour(&jpeg, 50, 20, [0, 128, 255], "opaque half keeps its colour");
+    for v in &out.variants[1..] {
+        let img = decode_rgba(&v.bytes);
+        assert_eq!(img.dimensions(), (60, 40), "{}", v.name);
+        assert!(
+            img.get_pixel(10, 20).0[3] < 10,
+            "{}: transparent stays transparent",
+            v.name
+        );
+        assert!(
+            img.get_pixel(50, 20).0[3] > 245,
+            "{}: opaque stays opaque",
+            v.name
+        );
+        assert_colour(&img, 50, 20, [0, 128, 255], &v.name);
+    }
+    assert_eq!(out.variants[1].content_type(), "image/png");
+    assert_eq!(out.variants[2].content_type(), "image/webp");
+    assert!(
+        out.variants[2].key.ends_with("a.png.webp"),
+        "{}",
+        out.variants[2].key
+    );
+}
+
+#[test]
+fn fit_cover_and_fill_give_exact_boxes() {
+    let mut cover = VariantSpec::jpeg_width(40);
+    cover.height = Some(40);
+    cover.fit = resizeq::pipeline::Fit::Cover;
+    cover.name = Some("cover".into());
+    let mut fill = cover.clone();
+    fill.fit = resizeq::pipeline::Fit::Fill;
+    fill.height = Some(20);
+    fill.name = Some("fill".into());
+    let pipeline = pipeline_with(vec![cover, fill], |s| {
+        s.output.key_template = "{name}/{key}".into()
+    });
+    let out = pipeline.process(&fixture("tiny.png"), "t.png").unwrap();
+    let cover = decode_rgba(&out.variants[0].bytes);
+    assert_eq!(cover.dimensions(), (40, 40));
+    // The centre square of a 120x80 quad card still has all four colours.
+    assert_quad_card(&cover, [RED, GREEN, BLUE, WHITE], "cover");
+    assert_eq!(decode_rgba(&out.variants[1].bytes).dimensions(), (40, 20));
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn exif_of(jpeg: &[u8]) -> Option<exif::Exif> {
+    let at = jpeg.windows(6).position(|w| w == b"Exif\0\0")?;
+    let len = u16::from_be_bytes([jpeg[at - 2], jpeg[at - 1]]) as usize;
+    exif::Reader::new()
+        .continue_on_error(true)
+        .read_raw(jpeg[at + 6..at - 2 + len].to_vec())
+        .or_else(|e| e.distill_partial_result(|_| {}))
+        .ok()
+}
+
+#[test]
+fn default_output_strips_exif_xmp_and_gps_but_keeps_icc() {
+    let out = default_pipeline()
+        .process(&fixture("meta.jpg"), "m.jpg")
+        .unwrap();
+    for v in &out.variants {
+        let b = &v.bytes;
+        assert!(contains(b, b"ICC_PROFILE\0"), "ICC kept");
+        for marker in [
+            &b"Exif\0\0"[..],
+            b"ResizeqTestMake",
+            b"RESIZEQ-XMP-MARKER",
+            b"RESIZEQ-XMPEXT-MARKER",
+            b"RESIZEQ-IPTC-MARKER",
+            b"http://ns.adobe.com",
+        ] {
+            assert!(
+                !contains(b, marker),
+                "{} must be stripped",
+                String::from_utf8_lossy(marker)
+            );
+        }
+        assert_quad_card(
+            &decode_rgba(b),
+            [RED, GREEN, BLUE, WHITE],
+            "meta.jpg (not its magenta thumbnail)",
+        );
+    }
+}
+
+#[test]
+fn keep_policy_keeps_exif_without_gps_orientation_or_extended_xmp() {
+    let pipeline = pipeline_with(resizeq::pipeline::settings::default_variants(), |s| {
+        s.output.metadata = MetadataPolicy::Keep
+    });
+    let out = pipeline.process(&fixture("meta.jpg"), "m.jpg").unwrap();
+    let b = &out.variants[1].bytes;
+    assert!(contains(b, b"ResizeqTestMake"), "EXIF kept");
+    assert!(contains(b, b"RESIZEQ-XMP-MARKER"), "main XMP kept");
+    assert!(contains(b, b"ICC_PROFILE\0"), "ICC kept");
+    assert!(
+        !contains(b, b"RESIZEQ-XMPEXT-MARKER"),
+        "extended XMP never copied"
+    );
+    assert!(
+        !contains(b, b"RESIZEQ-IPTC-MARKER"),
+        "other APPn never copied"
+    );
+    let exif = exif_of(b).expect("EXIF parses");
+    assert!(
+        exif.get_field(exif::Tag::Orientation, exif::In::PRIMARY)
+            .is_none(),
+        "no orientation tag"
+    );
+    assert!(
+        exif.get_field(exif::Tag::GPSLatitude, exif::In::PRIMARY)
+            .is_none(),
+        "no GPS by default"
+    );
+    assert!(
+        exif.get_field(exif::Tag::DateTimeOriginal, exif::In::PRIMARY)
+            .is_some(),
+        "Exif IFD kept"
+    );
+    assert!(
+        exif.fields().all(|f| f.ifd_num == exif::In::PRIMARY),
+        "no thumbnail IFD"
+    );
+
+    let pipeline = pipeline_with(resizeq::pipeline::settings::default_variants(), |s| {
+        s.output.metadata = MetadataPolicy::Keep;
+        s.output.keep_gps = true;
+    });
+    let out = pipeline.process(&fixture("meta.jpg"), "m.jpg").unwrap();
+    let exif = exif_of(&out.variants[1].bytes).expect("EXIF parses");
+    assert!(
+        exif.get_field(exif::Tag::GPSLatitude, exif::In::PRIMARY)
+            .is_some(),
+        "keep_gps keeps GPS"
+    );
+}
+
+#[test]
+fn keep_policy_drops_the_orientation_of_rotated_sources() {
+    let pipeline = pipeline_with(resizeq::pipeline::settings::default_variants(), |s| {
+        s.output.metadata = MetadataPolicy::Keep
+    });
+    let out = pipeline.process(&fixture("orient-6.jpg"), "o.jpg").unwrap();
+    let b = &out.variants[0].bytes;
+    if let Some(exif) = exif_of(b) {
+        assert!(exif
+            .get_field(exif::Tag::Orientation, exif::In::PRIMARY)
+            .is_none());
+    }
+    assert_quad_card(
+        &decode_rgba(b),
+        [RED, GREEN, BLUE, WHITE],
+        "kept metadata, still upright",
+    );
+}
+
+#[test]
+fn hostile_inputs_are_permanent_errors_of_the_right_kind() {
+    let pipeline = default_pipeline();
+    for (name, kind) in [
+        ("empty.jpg", ErrorKind::Unsupported),
+        ("random.bin", ErrorKind::Unsupported),
+        ("page.jpg", ErrorKind::Unsupported),
+        ("drawing.jpg", ErrorKind::Unsupported),
+        ("text.txt", ErrorKind::Unsupported),
+        ("truncated.jpg", ErrorKind::Corrupt),
+        ("huge-dims.png", ErrorKind::TooLarge),
+        ("huge-dims.jpg", ErrorKind::TooLarge),
+        ("many-frames.gif", ErrorKind::TooLarge),
+    ] {
+        let err = pipeline.process(&fixture(name), name).expect_err(name);
+        assert_eq!(err.kind(), kind, "{name}: {err}");
+        assert!(err.is_permanent(), "{name}");
+        assert!(!err.message().is_empty());
+    }
+}
+
+#[test]
+fn source_bytes_over_the_limit_are_refused_before_decoding() {
+    let pipeline = pipeline_with(resizeq::pipeline::settings::default_variants(), |s| {
+        s.limits.max_source_bytes = 1000
+    });
+    let err = pipeline.process(&fixture("tiny.jpg"), "t.jpg").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::TooLarge);
+    assert!(err.message().contains("max_source_bytes"), "{err}");
+}
+
+#[test]
+fn heic_irot_is_applied_once() {
+    // orient-6.heic carries irot 270 *and* EXIF Orientation 6, like iPhone photos.
+    let out = default_pipeline()
+        .process(&fixture("orient-6.heic"), "o.heic")
+        .unwrap();
+    assert_eq!((out.source_width, out.source_height), (48, 32));
+}
+
+/// Sizes from the corpus README (upright), independent of our decoders.
+const CORPUS: &[(&str, u32, u32)] = &[
+    ("heic02_arrow.heic", 3024, 4032),
+    ("heic03_xiaomi.heic", 2592, 1944),
+    ("heic05_spatial-photo.heic", 2560, 2560),
+    ("jpg01_painting-colors.jpg", 6000, 4000),
+    ("jpg03_infinite-sea.jpg", 4096, 4096),
+    ("jpg05_seeding.jpg", 5312, 2988),
+    ("jpg07_sunset.jpg", 4272, 2848),
+    ("jpg09_wine.jpg", 2560, 3837),
+    ("jpg11_umang.jpg", 3840, 2160),
+    ("jpg13_volna.jpg", 5120, 2880),
+    ("jpg15_shell.jpg", 5120, 2880),
+    ("jpg17_flow.jpg", 5120, 2880),
+    ("jpg19_the-mouse.jpg", 3840, 2400),
+    ("jpg21_firstgeneration.jpg", 3640, 2400),
+    ("png01_flowers.png", 3000, 1993),
+    ("png03_kay.png", 5120, 2880),
+    ("small01_greenmeadow.jpg", 1280, 1024),
+    ("small03_flow-phone.jpg", 720, 1440),
+    ("webp01_adwaita-l.webp", 4096, 4096),
+    ("webp03_pixels-d.webp", 4096, 4096),
+];
+
+fn corpus_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("RESIZEQ_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus"));
+    if dir.join("README.md").is_file() {
+        Some(dir)
+    } else {
+        // scripts/test checks for the corpus too and says so in its summary.
+        eprintln!(
+            "CORPUS MISSING: {} not found; corpus tests skipped",
+            dir.display()
+        );
+        None
+    }
+}
+
+#[test]
+fn every_corpus_photo_yields_both_variants_at_the_expected_size() {
+    let Some(dir) = corpus_dir() else { return };
+    let pipeline = default_pipeline();
+    for &(name, w, h) in CORPUS {
+        let data = std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let out = pipeline
+            .process(&data, name)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!((out.source_width, out.source_height), (w, h), "{name}");
+        for (v, target) in out.variants.iter().zip([80u32, 500]) {
+            let expect_w = target.min(w);
+            let expect_h = ((h as f64 * expect_w as f64 / w as f64).round() as u32).max(1);
+            assert_eq!(
+                (v.width, v.height),
+                (expect_w, expect_h),
+                "{name} {}",
+                v.name
+            );
+            let img = decode_rgba(&v.bytes);
+            assert_eq!(
+                img.dimensions(),
+                (expect_w, expect_h),
+                "{name} {} decodes",
+                v.name
+            );
+            assert_eq!(v.key, format!("{target}/{name}.jpg"));
+        }
+    }
+}
+
+#[test]
+fn corpus_icc_profiles_are_kept() {
+    let Some(dir) = corpus_dir() else { return };
+    let pipeline = default_pipeline();
+    for name in [
+        "jpg01_painting-colors.jpg",
+        "png01_flowers.png",
+        "heic02_arrow.heic",
+    ] {
+        let data = std::fs::read(dir.join(name)).unwrap();
+        let out = pipeline.process(&data, name).unwrap();
+        assert!(contains(&out.variants[0].bytes, b"ICC_PROFILE\0"), "{name}");
+        assert!(!contains(&out.variants[0].bytes, b"Exif\0\0"), "{name}");
+    }
+}
