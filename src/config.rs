@@ -129,17 +129,33 @@ fn redact(value: &mut figment::value::Value) {
     }
 }
 
-/// Figment's message names the key (`for key "default.limits.max_pixels"`); drop its internal
-/// profile prefix so it reads like the file.
+/// One line per problem, naming the key and where its value came from.
 fn describe_figment_error(e: figment::Error) -> Error {
     let messages: Vec<String> = e
         .into_iter()
         .map(|err| {
-            let mut text = err.to_string().replace("\"default.", "\"");
-            if err.path.is_empty() {
-                text = format!("{text} (top level)");
+            let mut path: Vec<&str> = err.path.iter().map(String::as_str).collect();
+            if path.first() == Some(&"default") {
+                path.remove(0); // figment's profile, not a key of ours
             }
-            text
+            let key = if path.is_empty() {
+                "(top level)".to_string()
+            } else {
+                path.join(".")
+            };
+            let source = err
+                .metadata
+                .as_ref()
+                .map(|m| {
+                    format!(
+                        " (from {})",
+                        m.source
+                            .as_ref()
+                            .map_or_else(|| m.name.to_string(), |s| s.to_string())
+                    )
+                })
+                .unwrap_or_default();
+            format!("key `{key}`: {}{source}", err.kind)
         })
         .collect();
     Error::config(format!("invalid config: {}", messages.join("; ")))

@@ -1,0 +1,124 @@
+//! The `resizeq` binary as a user runs it: `resize` on local files and `config check/show`.
+
+use std::path::Path;
+use std::process::Command;
+
+fn resizeq() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_resizeq"));
+    // Tests must not pick up a developer's resizeq.toml or RESIZEQ_ variables.
+    cmd.current_dir(std::env::temp_dir());
+    for (key, _) in std::env::vars() {
+        if key.starts_with("RESIZEQ_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+#[test]
+fn resize_writes_variants_under_their_keys_and_reports_bad_files() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cat = dir.path().join("cat.heic");
+    std::fs::copy(fixture("tiny.heic"), &cat).unwrap();
+    let result = resizeq()
+        .arg("resize")
+        .arg(&cat)
+        .arg(fixture("page.jpg"))
+        .arg(fixture("tiny.png"))
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(
+        result.status.code(),
+        Some(1),
+        "a bad file fails the run\n{stdout}\n{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "one line per bad file: {stderr}");
+    assert!(
+        stderr.contains("page.jpg") && stderr.contains("unsupported"),
+        "{stderr}"
+    );
+    for key in [
+        "80/cat.heic.jpg",
+        "500/cat.heic.jpg",
+        "80/tiny.png.jpg",
+        "500/tiny.png.jpg",
+    ] {
+        assert!(out.path().join(key).is_file(), "{key} written\n{stdout}");
+        assert!(stdout.contains(key), "{key} reported\n{stdout}");
+    }
+    assert!(stdout.contains("80/cat.heic.jpg\t80x53\t"), "{stdout}");
+    assert!(stdout.contains("500/cat.heic.jpg\t120x80\t"), "{stdout}");
+    assert!(!out.path().join("80/page.jpg.jpg").exists());
+}
+
+#[test]
+fn resize_uses_the_config_file() {
+    let out = tempfile::tempdir().unwrap();
+    let config = out.path().join("r.toml");
+    std::fs::write(&config, "[[variants]]\nname = \"sq\"\nwidth = 32\nheight = 32\nfit = \"cover\"\nformat = \"png\"\n[output]\nkey_template = \"{name}/{stem}.{ext}\"\n").unwrap();
+    let result = resizeq()
+        .args(["--config".as_ref(), config.as_os_str(), "resize".as_ref()])
+        .arg(fixture("tiny.jpg"))
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let png = image::open(out.path().join("sq/tiny.png")).unwrap();
+    assert_eq!((png.width(), png.height()), (32, 32));
+}
+
+#[test]
+fn config_check_names_the_bad_key_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "[limits]\nmax_pixel = 10\n").unwrap();
+    let result = resizeq()
+        .arg("--config")
+        .arg(&config)
+        .args(["config", "check"])
+        .output()
+        .unwrap();
+    assert!(!result.status.success());
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(stderr.contains("max_pixel"), "{stderr}");
+
+    let result = resizeq()
+        .env("RESIZEQ_LIMITS__MAX_FRAMES", "lots")
+        .args(["config", "check"])
+        .output()
+        .unwrap();
+    assert!(!result.status.success());
+    assert!(String::from_utf8_lossy(&result.stderr).contains("limits.max_frames"));
+}
+
+#[test]
+fn config_show_prints_the_effective_values() {
+    let result = resizeq()
+        .env("RESIZEQ_LIMITS__MAX_FRAMES", "12")
+        .args(["config", "show"])
+        .output()
+        .unwrap();
+    assert!(result.status.success());
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(stdout.contains("max_frames = 12"), "{stdout}");
+    assert!(
+        stdout.contains("key_template = \"{width}/{key}.{ext}\""),
+        "{stdout}"
+    );
+}
