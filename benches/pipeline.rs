@@ -32,34 +32,32 @@ fn main() {
         }
     }
     let pipeline = Pipeline::new(PipelineSettings::default()).expect("default settings are valid");
-    let inputs: Vec<(String, Vec<u8>)> = files
-        .iter()
-        .map(|f| {
-            let name = f.file_name().unwrap().to_string_lossy().into_owned();
-            (
-                name,
-                std::fs::read(f).unwrap_or_else(|e| panic!("{}: {e}", f.display())),
-            )
-        })
-        .collect();
     if let Some(dir) = &out {
         std::fs::create_dir_all(dir).expect("create --out");
     }
+    // RESIZEQ_BENCH_RSS=1: resident and peak memory after each file, on stderr.
+    let show_rss = std::env::var_os("RESIZEQ_BENCH_RSS").is_some();
     for round in 0..rounds {
-        for (name, data) in &inputs {
+        for file in &files {
+            // Read each file just before its timed section, as the sharp side does, so that
+            // peak RSS compares the pipelines rather than how many inputs sit in memory.
+            let name = &file.file_name().unwrap().to_string_lossy().into_owned();
+            let data = &std::fs::read(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
             let started = Instant::now();
             let result = pipeline.process(data, name);
             let ms = started.elapsed().as_secs_f64() * 1000.0;
             match result {
                 Ok(output) => {
                     let t = output.timings;
-                    println!(
-                        "{{\"file\":{:?},\"round\":{round},\"ms\":{ms:.3},\"decode_ms\":{:.3},\"resize_ms\":{:.3},\"encode_ms\":{:.3}}}",
-                        name,
-                        t.decode.as_secs_f64() * 1000.0,
-                        t.resize.as_secs_f64() * 1000.0,
-                        t.encode.as_secs_f64() * 1000.0
-                    );
+                    let line = serde_json::json!({
+                        "file": name,
+                        "round": round,
+                        "ms": ms,
+                        "decode_ms": t.decode.as_secs_f64() * 1000.0,
+                        "resize_ms": t.resize.as_secs_f64() * 1000.0,
+                        "encode_ms": t.encode.as_secs_f64() * 1000.0,
+                    });
+                    println!("{line}");
                     if let (Some(dir), Some(v500)) =
                         (&out, output.variants.iter().find(|v| v.name == "500"))
                     {
@@ -70,10 +68,23 @@ fn main() {
                     }
                 }
                 Err(e) => println!(
-                    "{{\"file\":{:?},\"round\":{round},\"error\":{:?}}}",
-                    name,
-                    e.to_string()
+                    "{}",
+                    serde_json::json!({"file": name, "round": round, "error": e.to_string()})
                 ),
+            }
+            if show_rss {
+                let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+                let field = |key: &str| {
+                    status
+                        .lines()
+                        .find(|l| l.starts_with(key))
+                        .map_or(String::new(), |l| l[key.len()..].trim().to_string())
+                };
+                eprintln!(
+                    "{name}: VmRSS {} VmHWM {}",
+                    field("VmRSS:"),
+                    field("VmHWM:")
+                );
             }
         }
     }

@@ -32,7 +32,7 @@ fn jpeg(px: &Pixels, quality: u8, meta: &OutputMetadata) -> Result<Vec<u8>> {
         turbojpeg::PixelFormat::RGB
     };
     let image = turbojpeg::Image {
-        pixels: px.data.as_slice(),
+        pixels: &px.data[..],
         width: px.width as usize,
         pitch: px.width as usize * px.channels as usize,
         height: px.height as usize,

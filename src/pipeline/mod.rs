@@ -14,6 +14,8 @@ pub mod decode;
 pub mod encode;
 pub mod geometry;
 #[cfg(feature = "codecs")]
+pub mod memory;
+#[cfg(feature = "codecs")]
 pub mod metadata;
 pub mod orient;
 #[cfg(feature = "codecs")]

@@ -44,11 +44,12 @@ impl Orientation {
         }
     }
 
-    /// Returns the upright copy of a stored image (`channels` interleaved bytes per pixel).
-    pub fn apply(self, pixels: &[u8], w: usize, h: usize, channels: usize) -> Vec<u8> {
+    /// The upright copy of a stored image (`channels` interleaved bytes per pixel), or `None`
+    /// when it is upright already: the common case costs no copy.
+    pub fn apply(self, pixels: &[u8], w: usize, h: usize, channels: usize) -> Option<Vec<u8>> {
         use Orientation::*;
         if self == Normal {
-            return pixels.to_vec();
+            return None;
         }
         let (ow, oh) = if self.swaps_axes() { (h, w) } else { (w, h) };
         let mut out = vec![0u8; pixels.len()];
@@ -70,7 +71,7 @@ impl Orientation {
                 out[dst..dst + channels].copy_from_slice(&pixels[src..src + channels]);
             }
         }
-        out
+        Some(out)
     }
 }
 
@@ -81,38 +82,21 @@ mod tests {
     /// A 3×2 image with distinct pixel values 0..6, one channel.
     const IMG: [u8; 6] = [0, 1, 2, 3, 4, 5];
 
+    fn apply(o: Orientation) -> Vec<u8> {
+        o.apply(&IMG, 3, 2, 1).unwrap_or_else(|| IMG.to_vec())
+    }
+
     #[test]
     fn rotate90_turns_the_left_column_into_the_top_row() {
         // Stored:  0 1 2      Upright (rotated clockwise):  3 0
         //          3 4 5                                    4 1
         //                                                   5 2
-        assert_eq!(
-            Orientation::Rotate90.apply(&IMG, 3, 2, 1),
-            [3, 0, 4, 1, 5, 2]
-        );
-        assert_eq!(
-            Orientation::Rotate270.apply(&IMG, 3, 2, 1),
-            [2, 5, 1, 4, 0, 3]
-        );
-        assert_eq!(
-            Orientation::Transpose.apply(&IMG, 3, 2, 1),
-            [0, 3, 1, 4, 2, 5]
-        );
-        assert_eq!(
-            Orientation::Transverse.apply(&IMG, 3, 2, 1),
-            [5, 2, 4, 1, 3, 0]
-        );
-        assert_eq!(
-            Orientation::Rotate180.apply(&IMG, 3, 2, 1),
-            [5, 4, 3, 2, 1, 0]
-        );
-        assert_eq!(
-            Orientation::FlipHorizontal.apply(&IMG, 3, 2, 1),
-            [2, 1, 0, 5, 4, 3]
-        );
-        assert_eq!(
-            Orientation::FlipVertical.apply(&IMG, 3, 2, 1),
-            [3, 4, 5, 0, 1, 2]
-        );
+        assert_eq!(apply(Orientation::Rotate90), [3, 0, 4, 1, 5, 2]);
+        assert_eq!(apply(Orientation::Rotate270), [2, 5, 1, 4, 0, 3]);
+        assert_eq!(apply(Orientation::Transpose), [0, 3, 1, 4, 2, 5]);
+        assert_eq!(apply(Orientation::Transverse), [5, 2, 4, 1, 3, 0]);
+        assert_eq!(apply(Orientation::Rotate180), [5, 4, 3, 2, 1, 0]);
+        assert_eq!(apply(Orientation::FlipHorizontal), [2, 1, 0, 5, 4, 3]);
+        assert_eq!(apply(Orientation::FlipVertical), [3, 4, 5, 0, 1, 2]);
     }
 }

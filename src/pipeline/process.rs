@@ -107,18 +107,20 @@ impl Pipeline {
         let decoded = decode::decode(data, format, &min_scale, limits)?;
         let orientation = decoded.meta.orientation;
         let (up_w, up_h) = orientation.upright_size(decoded.source_width, decoded.source_height);
-        let upright = Pixels {
-            data: orientation.apply(
-                &decoded.pixels,
-                decoded.width as usize,
-                decoded.height as usize,
-                decoded.channels as usize,
-            ),
-            width: orientation.upright_size(decoded.width, decoded.height).0,
-            height: orientation.upright_size(decoded.width, decoded.height).1,
-            channels: decoded.channels,
-        };
-        drop(decoded.pixels);
+        let (width, height) = orientation.upright_size(decoded.width, decoded.height);
+        let rotated = orientation.apply(
+            &decoded.pixels,
+            decoded.width as usize,
+            decoded.height as usize,
+            decoded.channels as usize,
+        );
+        let mut upright = Pixels::new(
+            rotated.map_or(decoded.pixels, Into::into),
+            width,
+            height,
+            decoded.channels,
+        );
+        resize::prepare_alpha(&mut upright)?;
         let mut timings = Timings {
             decode: started.elapsed(),
             ..Default::default()
@@ -136,7 +138,7 @@ impl Pipeline {
                 .with(|r| resize::resize(&mut r.borrow_mut(), &upright, &plan.scaled(sx, sy)))?;
             let resized = match spec.format {
                 OutputFormat::Jpeg => resize::flatten(resized, self.background),
-                _ => resized,
+                _ => resize::unpremultiply(resized)?,
             };
             timings.resize += t.elapsed();
             let t = Instant::now();
@@ -151,6 +153,10 @@ impl Pipeline {
                 format: spec.format,
                 bytes,
             });
+        }
+        drop(upright);
+        if up_w as u64 * up_h as u64 >= super::memory::LARGE_JOB_PIXELS {
+            super::memory::release_freed_pages();
         }
         Ok(Output {
             format,
