@@ -122,3 +122,36 @@ fn config_show_prints_the_effective_values() {
         "{stdout}"
     );
 }
+
+#[test]
+fn the_annotated_example_config_is_valid_and_matches_the_defaults() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/resizeq.example.toml");
+    let check = resizeq()
+        .arg("--config")
+        .arg(&example)
+        .args(["config", "check"])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let from_file = resizeq()
+        .arg("--config")
+        .arg(&example)
+        .args(["config", "show"])
+        .output()
+        .unwrap();
+    let defaults = resizeq().args(["config", "show"]).output().unwrap();
+    let names = |out: &[u8]| {
+        String::from_utf8_lossy(out)
+            .replace("name = \"80\"\n", "")
+            .replace("name = \"500\"\n", "")
+    };
+    assert_eq!(
+        names(&from_file.stdout),
+        names(&defaults.stdout),
+        "the example documents the defaults"
+    );
+}

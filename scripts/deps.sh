@@ -1,0 +1,18 @@
+# shellcheck shell=bash
+# Sourced by scripts/run and scripts/test: installs the Debian packages the build needs, if any
+# is missing. cmake + nasm build libjpeg-turbo (turbojpeg) and libheif (embedded-libheif);
+# libheif links Debian's libde265 (HEIC) and libdav1d (AVIF) decoders when their -dev
+# packages are present at build time.
+resizeq_install_build_deps() {
+  local packages=(cmake nasm pkg-config g++ libde265-dev libdav1d-dev)
+  local missing=() p
+  for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  ((${#missing[@]} == 0)) && return 0
+  local sudo_cmd=()
+  [[ $(id -u) -ne 0 ]] && sudo_cmd=(sudo)
+  printf '==> installing apt packages: %s\n' "${missing[*]}"
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
