@@ -29,6 +29,18 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub output: OutputSettings,
+    #[serde(default)]
+    pub queue: QueueConfig,
+    #[serde(default)]
+    pub aws: AwsConfig,
+    #[serde(default)]
+    pub destination: DestinationConfig,
+    #[serde(default)]
+    pub filters: Filters,
+    #[serde(default)]
+    pub worker: WorkerConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// The sidecar's section: both binaries read one file, each ignores the other's keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub presign: Option<figment::value::Value>,
@@ -40,7 +52,161 @@ impl Default for Config {
             variants: default_variants(),
             limits: Limits::default(),
             output: OutputSettings::default(),
+            queue: QueueConfig::default(),
+            aws: AwsConfig::default(),
+            destination: DestinationConfig::default(),
+            filters: Filters::default(),
+            worker: WorkerConfig::default(),
+            metrics: MetricsConfig::default(),
             presign: None,
+        }
+    }
+}
+
+/// The SQS queue the worker consumes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Unset: `resizeq run` works on the local folder `local.root` instead (local mode).
+    pub url: Option<String>,
+    /// Where permanent failures go at once, with their reason. Unset: they are left to the
+    /// queue's redrive policy (never deleted).
+    pub dlq_url: Option<String>,
+    /// Long-poll wait, 0–20 s.
+    pub wait_time_secs: u64,
+    /// Messages per receive, 1–10.
+    pub max_messages: u32,
+    /// Overrides the queue's visibility timeout on receive. Unset: the queue's own.
+    pub visibility_timeout_secs: Option<u64>,
+    /// A job's lease is extended up to this long in all.
+    pub max_lease_secs: u64,
+    /// First retry delay of a transient failure; doubles per receive, with jitter.
+    pub retry_base_secs: u64,
+    pub retry_max_secs: u64,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            url: None,
+            dlq_url: None,
+            wait_time_secs: 20,
+            max_messages: 10,
+            visibility_timeout_secs: None,
+            max_lease_secs: 15 * 60,
+            retry_base_secs: 5,
+            retry_max_secs: 15 * 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsConfig {
+    /// Unset: aws-config's chain (`AWS_REGION`, profile, IMDS).
+    pub region: Option<String>,
+    /// An S3/SQS-compatible endpoint (tests, MinIO-likes). Unset: AWS (or `AWS_ENDPOINT_URL`).
+    pub endpoint_url: Option<String>,
+    /// Path-style S3 addressing (`http://host/bucket/key`), needed by most emulators.
+    pub force_path_style: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DestinationConfig {
+    /// Unset: the source bucket + `-resized`.
+    pub bucket: Option<String>,
+    pub cache_control: Option<String>,
+}
+
+impl Default for DestinationConfig {
+    fn default() -> Self {
+        DestinationConfig {
+            bucket: None,
+            cache_control: Some("public, max-age=31536000, immutable".into()),
+        }
+    }
+}
+
+impl DestinationConfig {
+    pub fn bucket_for(&self, source_bucket: &str) -> String {
+        self.bucket
+            .clone()
+            .unwrap_or_else(|| format!("{source_bucket}-resized"))
+    }
+}
+
+/// Which keys are processed. Empty include lists include everything.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Filters {
+    pub include_prefixes: Vec<String>,
+    pub exclude_prefixes: Vec<String>,
+    /// Matched case-insensitively (`.JPG` is `.jpg`).
+    pub include_suffixes: Vec<String>,
+    pub exclude_suffixes: Vec<String>,
+}
+
+impl Filters {
+    pub fn accepts(&self, key: &str) -> bool {
+        let lower = key.to_ascii_lowercase();
+        let has_suffix = |list: &[String]| {
+            list.iter()
+                .any(|s| lower.ends_with(&s.to_ascii_lowercase()))
+        };
+        (self.include_prefixes.is_empty()
+            || self
+                .include_prefixes
+                .iter()
+                .any(|p| key.starts_with(p.as_str())))
+            && !self
+                .exclude_prefixes
+                .iter()
+                .any(|p| key.starts_with(p.as_str()))
+            && (self.include_suffixes.is_empty() || has_suffix(&self.include_suffixes))
+            && !has_suffix(&self.exclude_suffixes)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// Messages being worked on at once (received and not yet acknowledged).
+    pub max_in_flight: usize,
+    /// Images decoded at once. 0: the number of cores.
+    pub cpu_workers: usize,
+    /// Estimated decode memory of the images in the pipeline at once, MiB. A job over the
+    /// whole budget still runs, alone.
+    pub memory_budget_mib: u64,
+    /// After SIGTERM, how long in-flight jobs may take to finish.
+    pub shutdown_timeout_secs: u64,
+    /// Local mode: the folder whose `<bucket>/` subfolders are watched.
+    pub local_root: String,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            max_in_flight: 16,
+            cpu_workers: 0,
+            memory_budget_mib: 1024,
+            shutdown_timeout_secs: 25,
+            local_root: "data".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Prometheus `/metrics`, `/healthz` and `/readyz`.
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: "0.0.0.0:9090".into(),
         }
     }
 }
@@ -83,7 +249,64 @@ impl Config {
         }
         let config: Config = figment.extract().map_err(describe_figment_error)?;
         config.pipeline_settings().validate()?;
+        config.validate_worker()?;
         Ok(config)
+    }
+
+    fn validate_worker(&self) -> Result<()> {
+        let q = &self.queue;
+        if q.wait_time_secs > 20 {
+            return Err(Error::config("queue.wait_time_secs: SQS allows 0 to 20"));
+        }
+        if !(1..=10).contains(&q.max_messages) {
+            return Err(Error::config("queue.max_messages: SQS allows 1 to 10"));
+        }
+        if q.visibility_timeout_secs
+            .is_some_and(|v| v == 0 || v > 43_200)
+        {
+            return Err(Error::config(
+                "queue.visibility_timeout_secs: SQS allows 1 to 43200",
+            ));
+        }
+        if q.retry_base_secs == 0
+            || q.retry_max_secs < q.retry_base_secs
+            || q.retry_max_secs > 43_200
+        {
+            return Err(Error::config(
+                "queue.retry_base_secs / retry_max_secs: need 1 <= base <= max <= 43200",
+            ));
+        }
+        if self.worker.max_in_flight == 0 {
+            return Err(Error::config("worker.max_in_flight: must be at least 1"));
+        }
+        if self.worker.memory_budget_mib == 0 {
+            return Err(Error::config(
+                "worker.memory_budget_mib: must be at least 1",
+            ));
+        }
+        for (key, url) in [
+            ("queue.url", &q.url),
+            ("queue.dlq_url", &q.dlq_url),
+            ("aws.endpoint_url", &self.aws.endpoint_url),
+        ] {
+            if let Some(url) = url {
+                if !(url.starts_with("https://") || url.starts_with("http://")) {
+                    return Err(Error::config(format!(
+                        "{key}: `{url}` is not an http(s) URL"
+                    )));
+                }
+            }
+        }
+        if q.dlq_url.is_some() && q.dlq_url == q.url {
+            return Err(Error::config("queue.dlq_url: must not be the queue itself"));
+        }
+        if self.metrics.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(Error::config(format!(
+                "metrics.listen: `{}` is not an address like 0.0.0.0:9090",
+                self.metrics.listen
+            )));
+        }
+        Ok(())
     }
 
     pub fn pipeline_settings(&self) -> PipelineSettings {
@@ -273,6 +496,58 @@ mod tests {
     fn missing_explicit_file_is_an_error() {
         let err = Config::load_from(Some(Path::new("/nonexistent/r.toml")), env(&[])).unwrap_err();
         assert!(err.message().contains("/nonexistent/r.toml"));
+    }
+
+    #[test]
+    fn worker_keys_come_from_file_and_environment() {
+        let f = file(
+            "[queue]\nurl = \"http://127.0.0.1:5000/123/q\"\n[destination]\nbucket = \"thumbs\"\n",
+        );
+        let c = Config::load_from(
+            Some(f.path()),
+            env(&[
+                ("RESIZEQ_QUEUE__DLQ_URL", "http://127.0.0.1:5000/123/dlq"),
+                ("RESIZEQ_AWS__FORCE_PATH_STYLE", "true"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.queue.url.as_deref(), Some("http://127.0.0.1:5000/123/q"));
+        assert_eq!(
+            c.queue.dlq_url.as_deref(),
+            Some("http://127.0.0.1:5000/123/dlq")
+        );
+        assert!(c.aws.force_path_style);
+        assert_eq!(c.destination.bucket_for("photos"), "thumbs");
+        assert_eq!(
+            Config::default().destination.bucket_for("photos"),
+            "photos-resized"
+        );
+    }
+
+    #[test]
+    fn worker_values_are_checked() {
+        let err =
+            Config::load_from(None, env(&[("RESIZEQ_QUEUE__MAX_MESSAGES", "11")])).unwrap_err();
+        assert!(err.message().contains("queue.max_messages"), "{err}");
+        let err = Config::load_from(None, env(&[("RESIZEQ_METRICS__LISTEN", "nine")])).unwrap_err();
+        assert!(err.message().contains("metrics.listen"), "{err}");
+        let err = Config::load_from(None, env(&[("RESIZEQ_QUEUE__URL", "sqs://q")])).unwrap_err();
+        assert!(err.message().contains("queue.url"), "{err}");
+    }
+
+    #[test]
+    fn filters_include_and_exclude() {
+        let f = Filters {
+            include_prefixes: vec!["uploads/".into()],
+            exclude_prefixes: vec!["uploads/tmp/".into()],
+            include_suffixes: vec![".jpg".into(), ".heic".into()],
+            exclude_suffixes: vec![],
+        };
+        assert!(f.accepts("uploads/a.JPG"));
+        assert!(!f.accepts("uploads/tmp/a.jpg"));
+        assert!(!f.accepts("other/a.jpg"));
+        assert!(!f.accepts("uploads/a.txt"));
+        assert!(Filters::default().accepts("anything"));
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub enum ErrorKind {
     Poison,
     /// A job panicked; treated as permanent for that message.
     Panic,
+    /// Work given up because the worker is shutting down; the message is released.
+    Cancelled,
 }
 
 impl ErrorKind {
@@ -41,13 +43,17 @@ impl ErrorKind {
             ErrorKind::Service => "service",
             ErrorKind::Poison => "poison",
             ErrorKind::Panic => "panic",
+            ErrorKind::Cancelled => "cancelled",
         }
     }
 
     /// Only I/O and service faults can pass by themselves; everything else fails the same way
     /// every time, so retrying it only delays the dead-letter queue.
     pub fn is_permanent(self) -> bool {
-        !matches!(self, ErrorKind::Io | ErrorKind::Service)
+        !matches!(
+            self,
+            ErrorKind::Io | ErrorKind::Service | ErrorKind::Cancelled
+        )
     }
 }
 

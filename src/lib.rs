@@ -6,12 +6,19 @@
 //!   [`pipeline::settings`] is the pure part (variants, limits, key template) that the presign
 //!   sidecar can build without the codecs.
 //! - [`config`]: defaults → TOML file → `RESIZEQ_` environment, validated once.
+//! - [`ports`]: the queue and object-store traits the worker core uses; [`event`]: what a
+//!   queue message means (S3, SNS, EventBridge shapes).
 //! - [`error`]: typed errors that say whether a failure is permanent or transient.
 
+pub mod adapters;
 #[cfg(feature = "codecs")]
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod event;
 pub mod pipeline;
+pub mod ports;
+#[cfg(feature = "codecs")]
+pub mod worker;
 
 pub use error::{Error, ErrorKind, Result};

@@ -57,6 +57,27 @@ pub fn check_limits(probe: &Probe, limits: &Limits) -> Result<()> {
     Ok(())
 }
 
+/// A rough upper bound of the memory a decode of `data` takes, from its header alone: the
+/// worker's memory budget admits jobs by it.
+pub fn estimate_decode_bytes(data: &[u8], format: SourceFormat) -> u64 {
+    let pixels = |w: u32, h: u32| w as u64 * h as u64;
+    match format {
+        SourceFormat::Jpeg => match turbojpeg::read_header(data) {
+            // libjpeg keeps every coefficient of a progressive image (2 bytes × 3 components).
+            Ok(h) if h.is_progressive => pixels(h.width as u32, h.height as u32) * 6,
+            Ok(h) => pixels(h.width as u32, h.height as u32) / 2,
+            Err(_) => data.len() as u64,
+        },
+        SourceFormat::WebP => {
+            webp::probe(data).map_or(data.len() as u64, |(p, _, _)| pixels(p.width, p.height))
+        }
+        // libheif: YCbCr planes, the RGB frame and a rotation copy.
+        SourceFormat::Heif => data.len() as u64 * 80,
+        _ => generic::probe(data, format)
+            .map_or(data.len() as u64, |p| pixels(p.width, p.height) * 4),
+    }
+}
+
 /// Given the stored size and orientation, the smallest fraction of the full size that the
 /// decoder may shrink to on load.
 pub type MinScale<'a> = &'a dyn Fn(u32, u32, Orientation) -> f64;

@@ -91,6 +91,11 @@ impl Pipeline {
             .collect()
     }
 
+    /// Estimated decode memory of `data` (0 if it is not an image we know: it fails fast).
+    pub fn estimate_decode_bytes(&self, data: &[u8]) -> u64 {
+        sniff::sniff(data).map_or(0, |format| decode::estimate_decode_bytes(data, format))
+    }
+
     /// Runs every variant of one source. Errors name the reason; the caller adds the key.
     pub fn process(&self, data: &[u8], source_key: &str) -> Result<Output> {
         let limits = &self.settings.limits;

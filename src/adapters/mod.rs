@@ -1,0 +1,11 @@
+//! Implementations of the ports: memory (unit tests), a local folder, SQS and S3.
+//!
+//! - [`aws`]: the SDK configuration and clients, and `classify`, the one place where SDK
+//!   errors become our [`crate::Error`] (permanent or transient).
+//! - [`sqs`]: [`sqs::SqsQueue`], the `Queue` on SQS (with an optional dead-letter queue).
+//! - [`s3`]: [`s3::S3Store`], the `Store` on S3.
+
+pub mod aws;
+pub mod memory;
+pub mod s3;
+pub mod sqs;

@@ -1,0 +1,137 @@
+//! [`Store`] on Amazon S3 (and S3-compatible stores).
+
+use std::collections::HashMap;
+
+use aws_sdk_s3::error::SdkError;
+use aws_sdk_s3::operation::get_object::GetObjectError;
+use aws_sdk_s3::operation::head_object::HeadObjectError;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::Client;
+
+use crate::adapters::aws::classify;
+use crate::error::{Error, Result};
+use crate::ports::{bare_etag, GetOutcome, ObjectInfo, PutObject, Store};
+
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    client: Client,
+}
+
+impl S3Store {
+    pub fn new(client: Client) -> Self {
+        S3Store { client }
+    }
+}
+
+fn info(
+    etag: Option<&str>,
+    size: Option<i64>,
+    content_type: Option<&str>,
+    metadata: Option<&HashMap<String, String>>,
+) -> ObjectInfo {
+    ObjectInfo {
+        etag: bare_etag(etag.unwrap_or_default()).to_string(),
+        size: size.and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+        content_type: content_type.map(str::to_string),
+        metadata: metadata.cloned().unwrap_or_default(),
+    }
+}
+
+/// What a failed GET means: the object is gone, it changed, or a real error.
+fn get_error(bucket: &str, key: &str, err: SdkError<GetObjectError>) -> Result<GetOutcome> {
+    let status = err.raw_response().map(|r| r.status().as_u16());
+    if let SdkError::ServiceError(service) = &err {
+        if service.err().is_no_such_key() {
+            return Ok(GetOutcome::NotFound);
+        }
+    }
+    if status == Some(412)
+        || aws_sdk_s3::error::ProvideErrorMetadata::code(&err) == Some("PreconditionFailed")
+    {
+        return Ok(GetOutcome::Changed);
+    }
+    Err(classify(&format!("s3 GetObject {bucket}/{key}"), err))
+}
+
+impl Store for S3Store {
+    async fn get(&self, bucket: &str, key: &str, if_match: Option<&str>) -> Result<GetOutcome> {
+        let result = self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            // S3 compares the quoted form; events carry the ETag bare.
+            .set_if_match(if_match.map(|etag| format!("\"{}\"", bare_etag(etag))))
+            .send()
+            .await;
+        let out = match result {
+            Ok(out) => out,
+            Err(err) => return get_error(bucket, key, err),
+        };
+        let info = info(
+            out.e_tag(),
+            out.content_length(),
+            out.content_type(),
+            out.metadata(),
+        );
+        let bytes = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| {
+                Error::io(format!(
+                    "s3 GetObject {bucket}/{key}: reading the body: {e}"
+                ))
+            })?
+            .into_bytes()
+            .to_vec();
+        let info = ObjectInfo {
+            size: bytes.len() as u64,
+            ..info
+        };
+        Ok(GetOutcome::Found { bytes, info })
+    }
+
+    async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectInfo>> {
+        let result = self
+            .client
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await;
+        match result {
+            Ok(out) => Ok(Some(info(
+                out.e_tag(),
+                out.content_length(),
+                out.content_type(),
+                out.metadata(),
+            ))),
+            // A HEAD answer has no body, so a 404 for a missing bucket looks the same as one
+            // for a missing key: both are "not there".
+            Err(SdkError::ServiceError(e)) if matches!(e.err(), HeadObjectError::NotFound(_)) => {
+                Ok(None)
+            }
+            Err(err) if err.raw_response().map(|r| r.status().as_u16()) == Some(404) => Ok(None),
+            Err(err) => Err(classify(&format!("s3 HeadObject {bucket}/{key}"), err)),
+        }
+    }
+
+    async fn put(&self, object: PutObject) -> Result<()> {
+        let op = format!("s3 PutObject {}/{}", object.bucket, object.key);
+        let metadata = (!object.metadata.is_empty()).then_some(object.metadata);
+        self.client
+            .put_object()
+            .bucket(object.bucket)
+            .key(object.key)
+            .content_type(object.content_type)
+            .set_cache_control(object.cache_control)
+            .set_metadata(metadata)
+            .content_length(object.bytes.len() as i64)
+            .body(ByteStream::from(object.bytes))
+            .send()
+            .await
+            .map_err(|e| classify(&op, e))?;
+        Ok(())
+    }
+}

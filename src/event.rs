@@ -1,0 +1,317 @@
+//! What a queue message says happened: S3 event notifications (direct, inside an SNS
+//! notification, or as EventBridge "Object Created"), and the `s3:TestEvent` S3 sends when a
+//! notification is configured. Anything else is poison.
+
+use serde_json::Value;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// One object that was created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectCreated {
+    pub bucket: String,
+    /// Decoded: S3 notifications form-encode keys (`+` is a space, `%2B` a plus).
+    pub key: String,
+    /// Without quotes.
+    pub etag: Option<String>,
+    pub size: Option<u64>,
+    pub sequencer: Option<String>,
+    pub version_id: Option<String>,
+    /// RFC 3339, as the event carried it.
+    pub event_time: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed {
+    /// `s3:TestEvent`: acknowledge and ignore.
+    Test,
+    /// Zero or more created objects (other event types in the message are left out).
+    Created(Vec<ObjectCreated>),
+}
+
+fn poison(reason: impl Into<String>) -> Error {
+    Error::new(ErrorKind::Poison, reason)
+}
+
+/// Parses a message body.
+pub fn parse(body: &str) -> Result<Parsed> {
+    let value: Value =
+        serde_json::from_str(body).map_err(|e| poison(format!("body is not JSON: {e}")))?;
+    parse_value(&value, 0)
+}
+
+fn parse_value(value: &Value, depth: u8) -> Result<Parsed> {
+    if value.get("Event").and_then(Value::as_str) == Some("s3:TestEvent") {
+        return Ok(Parsed::Test);
+    }
+    if let Some(records) = value.get("Records") {
+        let records = records
+            .as_array()
+            .ok_or_else(|| poison("`Records` is not an array"))?;
+        let mut created = Vec::new();
+        for (i, record) in records.iter().enumerate() {
+            if let Some(event) =
+                s3_record(record).map_err(|e| e.context(format!("Records[{i}]")))?
+            {
+                created.push(event);
+            }
+        }
+        return Ok(Parsed::Created(created));
+    }
+    // SNS: {"Type":"Notification","Message":"<the S3 event as a JSON string>"}.
+    if value.get("Type").and_then(Value::as_str) == Some("Notification") && depth == 0 {
+        let inner = value
+            .get("Message")
+            .and_then(Value::as_str)
+            .ok_or_else(|| poison("SNS notification without a string `Message`"))?;
+        let inner: Value = serde_json::from_str(inner)
+            .map_err(|e| poison(format!("SNS `Message` is not JSON: {e}")))?;
+        return parse_value(&inner, depth + 1);
+    }
+    if value.get("source").and_then(Value::as_str) == Some("aws.s3")
+        && value.get("detail-type").is_some()
+    {
+        return eventbridge(value);
+    }
+    Err(poison(
+        "not an S3 event notification, SNS notification or EventBridge S3 event",
+    ))
+}
+
+/// One record of an S3 event notification; `None` for events other than ObjectCreated.
+fn s3_record(record: &Value) -> Result<Option<ObjectCreated>> {
+    if let Some(name) = record.get("eventName").and_then(Value::as_str) {
+        if !name.starts_with("ObjectCreated:") {
+            return Ok(None);
+        }
+    }
+    let s3 = record
+        .get("s3")
+        .ok_or_else(|| poison("record without `s3`"))?;
+    let bucket =
+        str_at(s3, &["bucket", "name"]).ok_or_else(|| poison("record without `s3.bucket.name`"))?;
+    let raw_key =
+        str_at(s3, &["object", "key"]).ok_or_else(|| poison("record without `s3.object.key`"))?;
+    let key = form_decode(raw_key).ok_or_else(|| {
+        poison(format!(
+            "`s3.object.key` is not valid form encoding: {raw_key:?}"
+        ))
+    })?;
+    let object = &s3["object"];
+    Ok(Some(ObjectCreated {
+        bucket: bucket.to_string(),
+        key,
+        etag: object
+            .get("eTag")
+            .and_then(Value::as_str)
+            .map(|e| e.trim_matches('"').to_string()),
+        size: object.get("size").and_then(Value::as_u64),
+        sequencer: object
+            .get("sequencer")
+            .and_then(Value::as_str)
+            .map(String::from),
+        version_id: object
+            .get("versionId")
+            .and_then(Value::as_str)
+            .map(String::from),
+        event_time: record
+            .get("eventTime")
+            .and_then(Value::as_str)
+            .map(String::from),
+    }))
+}
+
+/// EventBridge "Object Created": keys are plain there, not form-encoded.
+fn eventbridge(value: &Value) -> Result<Parsed> {
+    if value.get("detail-type").and_then(Value::as_str) != Some("Object Created") {
+        return Ok(Parsed::Created(Vec::new()));
+    }
+    let detail = value
+        .get("detail")
+        .ok_or_else(|| poison("EventBridge event without `detail`"))?;
+    let bucket = str_at(detail, &["bucket", "name"])
+        .ok_or_else(|| poison("EventBridge event without `detail.bucket.name`"))?;
+    let key = str_at(detail, &["object", "key"])
+        .ok_or_else(|| poison("EventBridge event without `detail.object.key`"))?;
+    let object = &detail["object"];
+    Ok(Parsed::Created(vec![ObjectCreated {
+        bucket: bucket.to_string(),
+        key: key.to_string(),
+        etag: object
+            .get("etag")
+            .and_then(Value::as_str)
+            .map(|e| e.trim_matches('"').to_string()),
+        size: object.get("size").and_then(Value::as_u64),
+        sequencer: object
+            .get("sequencer")
+            .and_then(Value::as_str)
+            .map(String::from),
+        version_id: object
+            .get("version-id")
+            .and_then(Value::as_str)
+            .map(String::from),
+        event_time: value.get("time").and_then(Value::as_str).map(String::from),
+    }]))
+}
+
+fn str_at<'a>(value: &'a Value, path: &[&str]) -> Option<&'a str> {
+    path.iter()
+        .try_fold(value, |v, k| v.get(k))?
+        .as_str()
+        .filter(|s| !s.is_empty())
+}
+
+/// `application/x-www-form-urlencoded` decoding, as S3 applies to keys in notifications.
+pub fn form_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The body of a synthetic S3 ObjectCreated notification (backfill, tests).
+pub fn s3_notification(bucket: &str, key: &str, etag: Option<&str>, size: Option<u64>) -> String {
+    let mut object = serde_json::json!({ "key": form_encode(key) });
+    if let Some(etag) = etag {
+        object["eTag"] = etag.into();
+    }
+    if let Some(size) = size {
+        object["size"] = size.into();
+    }
+    serde_json::json!({
+        "Records": [{
+            "eventVersion": "2.1",
+            "eventSource": "aws:s3",
+            "eventName": "ObjectCreated:Put",
+            "s3": { "bucket": { "name": bucket }, "object": object },
+        }]
+    })
+    .to_string()
+}
+
+/// The inverse of [`form_decode`], as S3 encodes keys.
+pub fn form_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for &b in s.as_bytes() {
+        match b {
+            b' ' => out.push('+'),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' | b'/' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S3_EVENT: &str = r#"{"Records":[{"eventVersion":"2.1","eventSource":"aws:s3","awsRegion":"us-east-1",
+      "eventTime":"2024-05-01T12:00:00.000Z","eventName":"ObjectCreated:Put",
+      "s3":{"bucket":{"name":"photos"},"object":{"key":"a+b%2Bc/%C3%A9t%C3%A9.jpg","size":1234,
+      "eTag":"0123abcd","sequencer":"0055AED6DCD90281E5","versionId":"v1"}}}]}"#;
+
+    #[test]
+    fn s3_notification_keys_are_form_decoded() {
+        let Parsed::Created(events) = parse(S3_EVENT).unwrap() else {
+            panic!()
+        };
+        assert_eq!(events.len(), 1);
+        let e = &events[0];
+        assert_eq!(e.bucket, "photos");
+        assert_eq!(e.key, "a b+c/été.jpg");
+        assert_eq!(e.etag.as_deref(), Some("0123abcd"));
+        assert_eq!(e.size, Some(1234));
+        assert_eq!(e.sequencer.as_deref(), Some("0055AED6DCD90281E5"));
+        assert_eq!(e.version_id.as_deref(), Some("v1"));
+        assert_eq!(e.event_time.as_deref(), Some("2024-05-01T12:00:00.000Z"));
+    }
+
+    #[test]
+    fn only_bucket_and_key_are_required() {
+        let body = r#"{"Records":[{"s3":{"bucket":{"name":"b"},"object":{"key":"k"}}}]}"#;
+        let Parsed::Created(events) = parse(body).unwrap() else {
+            panic!()
+        };
+        assert_eq!(events[0].key, "k");
+        assert_eq!(events[0].etag, None);
+    }
+
+    #[test]
+    fn test_event_is_recognised() {
+        let body = r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Time":"2024-05-01T12:00:00Z","Bucket":"photos","RequestId":"x","HostId":"y"}"#;
+        assert_eq!(parse(body).unwrap(), Parsed::Test);
+    }
+
+    #[test]
+    fn sns_envelope_is_unwrapped() {
+        let body = serde_json::json!({"Type":"Notification","MessageId":"m","TopicArn":"arn:aws:sns:us-east-1:1:t","Message": S3_EVENT}).to_string();
+        let Parsed::Created(events) = parse(&body).unwrap() else {
+            panic!()
+        };
+        assert_eq!(events[0].key, "a b+c/été.jpg");
+    }
+
+    #[test]
+    fn eventbridge_object_created_is_understood() {
+        let body = r#"{"version":"0","id":"1","detail-type":"Object Created","source":"aws.s3","time":"2024-05-01T12:00:00Z",
+          "detail":{"version":"0","bucket":{"name":"photos"},"object":{"key":"a b.jpg","size":5,"etag":"e1","sequencer":"s","version-id":"v"},"reason":"PutObject"}}"#;
+        let Parsed::Created(events) = parse(body).unwrap() else {
+            panic!()
+        };
+        assert_eq!(events[0].key, "a b.jpg");
+        assert_eq!(events[0].etag.as_deref(), Some("e1"));
+        assert_eq!(
+            events[0].event_time.as_deref(),
+            Some("2024-05-01T12:00:00Z")
+        );
+    }
+
+    #[test]
+    fn other_event_types_are_left_out() {
+        let body = r#"{"Records":[{"eventName":"ObjectRemoved:Delete","s3":{"bucket":{"name":"b"},"object":{"key":"k"}}}]}"#;
+        assert_eq!(parse(body).unwrap(), Parsed::Created(vec![]));
+    }
+
+    #[test]
+    fn garbage_is_poison_with_a_reason() {
+        for body in [
+            "not json",
+            "{}",
+            r#"{"Records":{}}"#,
+            r#"{"Records":[{"s3":{"bucket":{"name":"b"}}}]}"#,
+            r#"{"Records":[{"s3":{"bucket":{"name":"b"},"object":{"key":"%zz"}}}]}"#,
+        ] {
+            let err = parse(body).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Poison, "{body}: {err}");
+            assert!(err.is_permanent());
+        }
+    }
+
+    #[test]
+    fn form_encoding_round_trips() {
+        for key in ["a b+c/été.jpg", "100%/x?y=z&w", "plain/key.png"] {
+            assert_eq!(form_decode(&form_encode(key)).unwrap(), key);
+        }
+        let Parsed::Created(events) =
+            parse(&s3_notification("b", "a b+c.jpg", Some("e"), Some(3))).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(events[0].key, "a b+c.jpg");
+    }
+}

@@ -1,0 +1,155 @@
+//! The two things the worker talks to, as traits: a queue of messages and an object store.
+//! Adapters implement them for SQS and S3 (`adapters::sqs`, `adapters::s3`), a local folder
+//! (`adapters::fs`) and memory (`adapters::memory`, for unit tests). Only adapters name SDK
+//! types; the worker core sees these.
+//!
+//! Every method returns [`crate::Error`], whose kind says whether a retry can help: adapters
+//! classify their failures at the source (see `adapters::aws::classify`).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+use crate::error::Result;
+
+/// One received message, with what is needed to acknowledge or return it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub id: String,
+    /// The handle of this receipt (SQS ReceiptHandle); changes with every delivery.
+    pub receipt: String,
+    pub body: String,
+    /// How many times the queue has delivered it, this time included.
+    pub receive_count: u32,
+    /// When the message was first sent to the queue.
+    pub sent_at: Option<SystemTime>,
+    /// String message attributes (for example a W3C `traceparent`) and the `AWSTraceHeader`
+    /// system attribute.
+    pub attributes: HashMap<String, String>,
+}
+
+/// Why a message was dead-lettered; becomes message attributes on the DLQ copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// A bounded `ErrorKind` name: `unsupported`, `corrupt`, `too_large`, `poison`, `panic`…
+    pub error_kind: String,
+    /// One line, naming the object and the reason. Never credentials.
+    pub error_reason: String,
+    /// When this message first failed (RFC 3339).
+    pub first_failed_at: String,
+}
+
+/// Messages in a queue by state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueDepth {
+    pub visible: u64,
+    pub in_flight: u64,
+    pub delayed: u64,
+}
+
+impl QueueDepth {
+    pub fn is_empty(&self) -> bool {
+        self.visible == 0 && self.in_flight == 0 && self.delayed == 0
+    }
+}
+
+pub trait Queue: Send + Sync + 'static {
+    /// Up to `max` messages, waiting up to `wait` for the first (long polling). `visibility`
+    /// overrides the queue's visibility timeout for these receipts.
+    fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+        visibility: Option<Duration>,
+    ) -> impl Future<Output = Result<Vec<Message>>> + Send;
+
+    /// Deletes handled messages (batched where the queue supports it).
+    fn ack(&self, messages: &[Message]) -> impl Future<Output = Result<()>> + Send;
+
+    /// Makes the message visible again after `delay` (0 = at once).
+    fn retry_after(
+        &self,
+        message: &Message,
+        delay: Duration,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Keeps the message invisible for `visibility` from now.
+    fn extend_lease(
+        &self,
+        message: &Message,
+        visibility: Duration,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Whether [`Queue::dead_letter`] has somewhere to send to.
+    fn has_dead_letter_queue(&self) -> bool;
+
+    /// Sends the body unchanged to the dead-letter queue with `reason` as attributes, then
+    /// deletes the message from this queue. The send happens first: a crash in between
+    /// duplicates, never loses.
+    fn dead_letter(
+        &self,
+        message: &Message,
+        reason: &DeadLetter,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// The queue's own visibility timeout.
+    fn visibility_timeout(&self) -> impl Future<Output = Result<Duration>> + Send;
+
+    fn depth(&self) -> impl Future<Output = Result<QueueDepth>> + Send;
+}
+
+/// What a HEAD tells: enough to decide whether an object is current.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ObjectInfo {
+    /// Without quotes.
+    pub etag: String,
+    pub size: u64,
+    pub content_type: Option<String>,
+    pub metadata: HashMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GetOutcome {
+    Found {
+        bytes: Vec<u8>,
+        info: ObjectInfo,
+    },
+    /// Deleted since the event.
+    NotFound,
+    /// The If-Match ETag no longer matches: overwritten since the event.
+    Changed,
+}
+
+/// An object to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutObject {
+    pub bucket: String,
+    pub key: String,
+    pub bytes: Vec<u8>,
+    pub content_type: String,
+    pub cache_control: Option<String>,
+    pub metadata: HashMap<String, String>,
+}
+
+pub trait Store: Send + Sync + 'static {
+    /// The object, if it still has ETag `if_match` (when given).
+    fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+        if_match: Option<&str>,
+    ) -> impl Future<Output = Result<GetOutcome>> + Send;
+
+    fn head(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<ObjectInfo>>> + Send;
+
+    fn put(&self, object: PutObject) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// Normalises an ETag as S3 returns it (`"abc"`) or as events carry it (`abc`).
+pub fn bare_etag(etag: &str) -> &str {
+    etag.trim_matches('"')
+}

@@ -1,0 +1,225 @@
+//! Shared context for the tests that talk to an S3/SQS emulator (moto, started by
+//! `scripts/moto.sh`, which exports `RESIZEQ_TEST_ENDPOINT` and test credentials).
+//!
+//! Without `RESIZEQ_TEST_ENDPOINT` the tests print `MOTO MISSING: … skipped` and pass, unless
+//! `RESIZEQ_TEST_REQUIRE_ENDPOINT` is set (as `scripts/test` does), in which case they fail.
+//! To run them by hand: `source scripts/moto.sh && cargo test --test aws_adapters`.
+#![allow(dead_code)] // each test crate uses its own share of these helpers
+
+use std::collections::HashMap;
+use std::io::Write;
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
+use aws_sdk_sqs::types::QueueAttributeName;
+use resizeq::adapters::aws;
+use resizeq::adapters::s3::S3Store;
+use resizeq::adapters::sqs::SqsQueue;
+use resizeq::config::AwsConfig;
+
+pub const ENDPOINT_VAR: &str = "RESIZEQ_TEST_ENDPOINT";
+pub const REQUIRE_VAR: &str = "RESIZEQ_TEST_REQUIRE_ENDPOINT";
+
+pub struct TestAws {
+    pub endpoint: String,
+    pub aws: AwsConfig,
+    pub s3: aws_sdk_s3::Client,
+    pub sqs: aws_sdk_sqs::Client,
+}
+
+/// The clients, built as the daemon builds them (`resizeq::adapters::aws`), or `None` (after
+/// saying so) when no emulator is configured and none is required.
+pub async fn context(test: &str) -> Option<TestAws> {
+    let endpoint = match std::env::var(ENDPOINT_VAR) {
+        Ok(e) if !e.is_empty() => e,
+        _ => {
+            if std::env::var_os(REQUIRE_VAR).is_some_and(|v| !v.is_empty()) {
+                panic!(
+                    "{REQUIRE_VAR} is set but {ENDPOINT_VAR} is not: \
+                     start moto with `source scripts/moto.sh`"
+                );
+            }
+            // Straight to stderr, past the test harness's capture, so a plain `cargo test`
+            // shows what was skipped.
+            let _ = writeln!(
+                std::io::stderr(),
+                "MOTO MISSING: {ENDPOINT_VAR} is not set; {test} skipped"
+            );
+            return None;
+        }
+    };
+    let aws = AwsConfig {
+        region: Some(std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into())),
+        endpoint_url: Some(endpoint.clone()),
+        force_path_style: true,
+    };
+    let sdk = aws::sdk_config(&aws).await;
+    Some(TestAws {
+        s3: aws::s3_client(&sdk, &aws),
+        sqs: aws::sqs_client(&sdk),
+        endpoint,
+        aws,
+    })
+}
+
+/// `prefix-` and 10 random lowercase letters and digits: valid as a bucket or a queue name.
+pub fn unique(prefix: &str) -> String {
+    let suffix: String = std::iter::repeat_with(fastrand::lowercase)
+        .take(6)
+        .chain(std::iter::repeat_with(|| fastrand::digit(10)).take(4))
+        .collect();
+    format!("rq-{prefix}-{suffix}")
+}
+
+impl TestAws {
+    pub fn queue(&self, url: &str, dlq_url: Option<&str>) -> SqsQueue {
+        SqsQueue::new(self.sqs.clone(), url, dlq_url.map(String::from))
+    }
+
+    pub fn store(&self) -> S3Store {
+        S3Store::new(self.s3.clone())
+    }
+
+    /// A new queue with the given visibility timeout; its URL.
+    pub async fn create_queue(&self, prefix: &str, visibility_secs: u32) -> String {
+        self.create_queue_with(prefix, visibility_secs, HashMap::new())
+            .await
+    }
+
+    async fn create_queue_with(
+        &self,
+        prefix: &str,
+        visibility_secs: u32,
+        mut attributes: HashMap<QueueAttributeName, String>,
+    ) -> String {
+        attributes.insert(
+            QueueAttributeName::VisibilityTimeout,
+            visibility_secs.to_string(),
+        );
+        let out = self
+            .sqs
+            .create_queue()
+            .queue_name(unique(prefix))
+            .set_attributes(Some(attributes))
+            .send()
+            .await
+            .expect("CreateQueue");
+        out.queue_url().expect("a queue URL").to_string()
+    }
+
+    /// A queue and its dead-letter queue, joined by a RedrivePolicy: `(queue, dlq)` URLs.
+    pub async fn create_queue_with_dlq(
+        &self,
+        prefix: &str,
+        visibility_secs: u32,
+        max_receive_count: u32,
+    ) -> (String, String) {
+        let dlq = self.create_queue(&format!("{prefix}-dlq"), 30).await;
+        let dlq_arn = self.queue_arn(&dlq).await;
+        let policy = serde_json::json!({
+            "deadLetterTargetArn": dlq_arn,
+            "maxReceiveCount": max_receive_count.to_string(),
+        });
+        let queue = self
+            .create_queue_with(
+                prefix,
+                visibility_secs,
+                HashMap::from([(QueueAttributeName::RedrivePolicy, policy.to_string())]),
+            )
+            .await;
+        (queue, dlq)
+    }
+
+    pub async fn queue_arn(&self, url: &str) -> String {
+        let out = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .expect("GetQueueAttributes QueueArn");
+        out.attributes()
+            .and_then(|a| a.get(&QueueAttributeName::QueueArn))
+            .expect("a QueueArn")
+            .clone()
+    }
+
+    pub async fn create_bucket(&self, prefix: &str) -> String {
+        let name = unique(prefix);
+        self.s3
+            .create_bucket()
+            .bucket(&name)
+            .send()
+            .await
+            .expect("CreateBucket");
+        name
+    }
+
+    /// S3 → SQS notifications of every `s3:ObjectCreated:*` in `bucket`, with the queue
+    /// policy AWS requires for them (moto does not check it).
+    pub async fn notify_queue(&self, bucket: &str, queue_url: &str) {
+        let queue_arn = self.queue_arn(queue_url).await;
+        let policy = serde_json::json!({
+            "Version": "2012-10-17",
+            "Statement": [{
+                "Effect": "Allow",
+                "Principal": {"Service": "s3.amazonaws.com"},
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+                "Condition": {"ArnLike": {"aws:SourceArn": format!("arn:aws:s3:::{bucket}")}},
+            }],
+        });
+        self.sqs
+            .set_queue_attributes()
+            .queue_url(queue_url)
+            .attributes(QueueAttributeName::Policy, policy.to_string())
+            .send()
+            .await
+            .expect("SetQueueAttributes Policy");
+        let config = NotificationConfiguration::builder()
+            .queue_configurations(
+                QueueConfiguration::builder()
+                    .id("resizeq-test")
+                    .queue_arn(queue_arn)
+                    .events(Event::from("s3:ObjectCreated:*"))
+                    .build()
+                    .expect("QueueConfiguration"),
+            )
+            .build();
+        self.s3
+            .put_bucket_notification_configuration()
+            .bucket(bucket)
+            .notification_configuration(config)
+            .send()
+            .await
+            .expect("PutBucketNotificationConfiguration");
+    }
+
+    /// Uploads with the raw client (as a user would); returns the ETag without quotes.
+    pub async fn upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        bytes: &[u8],
+        content_type: &str,
+        metadata: &[(&str, &str)],
+    ) -> String {
+        let metadata: HashMap<String, String> = metadata
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let out = self
+            .s3
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type(content_type)
+            .set_metadata((!metadata.is_empty()).then_some(metadata))
+            .body(ByteStream::from(bytes.to_vec()))
+            .send()
+            .await
+            .expect("PutObject");
+        out.e_tag().expect("an ETag").trim_matches('"').to_string()
+    }
+}
