@@ -1,7 +1,10 @@
 //! resizeq: thumbnails of every upload, from S3 events on SQS.
 //!
 //! Module map (dependencies point down):
-//! - [`cli`]: the `resizeq` subcommands (`resize`), glue between arguments and the core.
+//! - [`cli`]: the `resizeq` subcommands (`resize`), glue between arguments and the core;
+//!   [`daemon`]: `resizeq run` wiring (adapters, logging, signals).
+//! - [`worker`]: the receive loop and per-message decisions, over the [`ports`] only;
+//!   [`adapters`]: SQS, S3, memory (tests) and local-folder implementations of the ports.
 //! - [`pipeline`]: bytes in, encoded variants out; synchronous, knows nothing of tokio or AWS.
 //!   [`pipeline::settings`] is the pure part (variants, limits, key template) that the presign
 //!   sidecar can build without the codecs.
@@ -14,6 +17,8 @@ pub mod adapters;
 #[cfg(feature = "codecs")]
 pub mod cli;
 pub mod config;
+#[cfg(feature = "codecs")]
+pub mod daemon;
 pub mod error;
 pub mod event;
 pub mod pipeline;

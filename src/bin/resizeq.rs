@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use resizeq::config::Config;
+use resizeq::worker::Mode;
+use tokio_util::sync::CancellationToken;
 
 // jemalloc also serves the C codecs (unprefixed malloc) and keeps freed pages for the next
 // image instead of returning every large buffer to the kernel as glibc does.
@@ -27,6 +29,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Consume S3 events from SQS and write the variants (queue.url); with no queue
+    /// configured, watch the local folder worker.local_root instead.
+    Run {
+        /// Exit 0 once the queue is empty (visible, in flight and delayed all 0, twice).
+        #[arg(long)]
+        until_empty: bool,
+    },
     /// Run the configured pipeline on local files and print one line per variant.
     Resize {
         #[arg(required = true)]
@@ -60,6 +69,34 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Run { until_empty } => {
+            resizeq::daemon::init_logging();
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let mode = if until_empty {
+                Mode::UntilEmpty
+            } else {
+                Mode::Forever
+            };
+            let result = runtime.block_on(async {
+                let shutdown = CancellationToken::new();
+                resizeq::daemon::cancel_on_signals(shutdown.clone());
+                resizeq::daemon::run(&config, mode, shutdown).await
+            });
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "resizeq stopped on an error");
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Resize { files, out } => {
             let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
             match resizeq::cli::resize(&config, &files, &out, &mut stdout, &mut stderr) {
