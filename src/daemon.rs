@@ -63,9 +63,10 @@ async fn wait_for_signal() -> &'static str {
 pub async fn run(config: &Config, mode: Mode, shutdown: CancellationToken) -> Result<()> {
     match &config.queue.url {
         Some(_) => run_queue(config, mode, shutdown).await,
-        None => Err(Error::config(
-            "queue.url is not set (RESIZEQ_QUEUE__URL); local mode is not built yet",
-        )),
+        None => {
+            info!(root = %config.worker.local_root, "no queue.url: local mode");
+            crate::worker::local::run_local(config, mode, shutdown).await
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! - [`s3`]: [`s3::S3Store`], the `Store` on S3.
 
 pub mod aws;
+pub mod fs;
 pub mod memory;
 pub mod s3;
 pub mod sqs;

@@ -88,6 +88,9 @@ fn main() -> ExitCode {
                 resizeq::daemon::cancel_on_signals(shutdown.clone());
                 resizeq::daemon::run(&config, mode, shutdown).await
             });
+            // worker::run has already waited the shutdown timeout for jobs in flight; do not
+            // let an abandoned image decode on a blocking thread hold the process past it.
+            runtime.shutdown_timeout(std::time::Duration::from_millis(200));
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -4,6 +4,7 @@
 //! shutdown.
 
 pub mod job;
+pub mod local;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -239,9 +240,10 @@ async fn run_job<Q: Queue, S: Store>(
         release(ctx, &message).await;
         return;
     }
-    let lease = keep_lease(ctx.clone(), message.clone(), visibility);
+    // Stops extending the lease when the job ends, also when it is aborted at the shutdown
+    // deadline: the message must then reappear after one visibility timeout.
+    let _lease = AbortOnDrop(keep_lease(ctx.clone(), message.clone(), visibility));
     let decision = job::handle(ctx, &message, draining).await;
-    lease.abort();
     match decision {
         Decision::Ack(outcome) => {
             ctx.stats.count(outcome);
@@ -314,6 +316,14 @@ pub fn backoff(config: &QueueConfig, receive_count: u32) -> Duration {
     let exp = receive_count.saturating_sub(1).min(20);
     let secs = (config.retry_base_secs.saturating_mul(1 << exp)).min(config.retry_max_secs) as f64;
     Duration::from_secs_f64(secs * (0.5 + fastrand::f64() / 2.0)).max(Duration::from_secs(1))
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Extends the message's visibility every third of it while the job runs, up to

@@ -1,0 +1,855 @@
+//! Local mode (no `queue.url`): the worker on a folder instead of S3 + SQS.
+//!
+//! An image dropped anywhere under `<root>/<bucket>/` gets its variants under
+//! `<root>/<bucket>-resized/` (or `destination.bucket`), by the same core as the SQS path:
+//! same pipeline, key layout and idempotency (variants carry the source ETag and the config
+//! fingerprint in their sidecar metadata, so a restart skips what is done).
+//!
+//! - [`LocalQueue`]: an in-process queue with visibility timeouts, like SQS. Its dead-letter
+//!   queue is `<root>/<bucket>-failed.jsonl`: one JSON line per file that cannot be processed,
+//!   with its reason. Files listed there (same content) are not tried again on the next start;
+//!   delete the line (or the file) to retry them.
+//! - [`run_local`]: scans every bucket folder for files at start, then (in `Mode::Forever`)
+//!   watches for new or changed files, and runs [`crate::worker::run`] over both.
+//!
+//! Never watched nor enqueued: output folders (`*-resized`, `destination.bucket`), `.resizeq`
+//! (sidecars), dotfiles and `*.tmp` (files being written, ours included).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io::Write;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
+use notify::{EventKind, RecursiveMode, Watcher};
+use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::adapters::fs::{etag_of, is_hidden_or_partial, FsStore};
+use crate::config::{Config, DestinationConfig, Filters};
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::{self, s3_notification, Parsed};
+use crate::ports::{DeadLetter, Message, Queue, QueueDepth};
+use crate::worker::{self, Mode, WorkerContext};
+
+/// The local queue's visibility timeout (leases are extended while a job runs).
+pub const VISIBILITY: Duration = Duration::from_secs(60);
+/// Deliveries before a message that keeps failing transiently is given up (the local
+/// equivalent of a redrive policy's `maxReceiveCount`).
+pub const MAX_RECEIVES: u32 = 5;
+/// `error_kind` of files given up after [`MAX_RECEIVES`]; unlike permanent failures, they are
+/// tried again on the next start.
+pub const RETRIES_EXHAUSTED: &str = "retries_exhausted";
+/// A changed file is enqueued once it has been quiet this long and its size is stable.
+const DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// The dead-letter file of a bucket.
+pub fn failed_file(root: &Path, bucket: &str) -> PathBuf {
+    root.join(format!("{bucket}-failed.jsonl"))
+}
+
+#[derive(Debug)]
+struct Stored {
+    message: Message,
+    visible_at: Instant,
+    /// Received and not since returned with `retry_after` (in flight, not delayed).
+    leased: bool,
+    /// (bucket, key), to coalesce events on one file.
+    object: (String, String),
+}
+
+/// An in-process queue of synthetic S3 events. Cheap to clone: clones share the queue.
+#[derive(Debug, Clone)]
+pub struct LocalQueue {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    root: PathBuf,
+    visibility: Duration,
+    max_receives: u32,
+    messages: Mutex<VecDeque<Stored>>,
+    /// (bucket, key, etag) listed in a failed file: not enqueued again.
+    failed: Mutex<HashSet<(String, String, String)>>,
+    /// Serialises appends to the failed files.
+    failed_writes: Mutex<()>,
+    next_id: AtomicU64,
+    wake: Notify,
+}
+
+/// One line of `<bucket>-failed.jsonl`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FailedEntry {
+    pub key: String,
+    pub bucket: String,
+    #[serde(default)]
+    pub etag: Option<String>,
+    pub error_kind: String,
+    pub error_reason: String,
+    pub failed_at: String,
+}
+
+impl LocalQueue {
+    /// A queue whose dead letters go to `<root>/<bucket>-failed.jsonl`.
+    pub fn new(root: impl Into<PathBuf>) -> LocalQueue {
+        LocalQueue {
+            shared: Arc::new(Shared {
+                root: root.into(),
+                visibility: VISIBILITY,
+                max_receives: MAX_RECEIVES,
+                messages: Mutex::new(VecDeque::new()),
+                failed: Mutex::new(HashSet::new()),
+                failed_writes: Mutex::new(()),
+                next_id: AtomicU64::new(1),
+                wake: Notify::new(),
+            }),
+        }
+    }
+
+    /// Reads the failed files in the root, so that the files they list (with the same
+    /// content) are not enqueued again. Entries given up for transient failures are retried.
+    pub fn load_failed(&self) -> Result<()> {
+        let root = &self.shared.root;
+        let entries = match std::fs::read_dir(root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io(format!("{}: {e}", root.display()))),
+        };
+        let mut failed = self.shared.failed.lock().unwrap();
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if !name.ends_with("-failed.jsonl") || name.starts_with('.') {
+                continue;
+            }
+            let text = std::fs::read_to_string(entry.path())
+                .map_err(|e| Error::io(format!("{}: {e}", entry.path().display())))?;
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                match serde_json::from_str::<FailedEntry>(line) {
+                    Ok(f) if f.error_kind != RETRIES_EXHAUSTED => {
+                        if let Some(etag) = f.etag {
+                            failed.insert((f.bucket, f.key, etag));
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => warn!(file = name, error = %e, "ignoring an unreadable line"),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Enqueues an ObjectCreated event for a file. A pending (never delivered) event for the
+    /// same file is replaced rather than duplicated. Returns false (and enqueues nothing) for a
+    /// file already listed as failed with this content.
+    pub fn enqueue(&self, bucket: &str, key: &str, etag: &str, size: u64) -> bool {
+        let failed = (bucket.to_string(), key.to_string(), etag.to_string());
+        if self.shared.failed.lock().unwrap().contains(&failed) {
+            debug!(
+                bucket,
+                key, "listed as failed with this content: not enqueued"
+            );
+            return false;
+        }
+        let body = s3_notification(bucket, key, Some(etag), Some(size));
+        let object = (failed.0, failed.1);
+        {
+            let mut messages = self.shared.messages.lock().unwrap();
+            if let Some(pending) = messages
+                .iter_mut()
+                .find(|s| s.object == object && s.message.receive_count == 0)
+            {
+                pending.message.body = body;
+            } else {
+                let id = format!("l{}", self.shared.next_id.fetch_add(1, Ordering::SeqCst));
+                messages.push_back(Stored {
+                    message: Message {
+                        id,
+                        receipt: String::new(),
+                        body,
+                        receive_count: 0,
+                        sent_at: Some(SystemTime::now()),
+                        attributes: HashMap::new(),
+                    },
+                    visible_at: Instant::now(),
+                    leased: false,
+                    object,
+                });
+            }
+        }
+        self.shared.wake.notify_waiters();
+        true
+    }
+
+    /// Messages in the queue, delivered or not.
+    pub fn len(&self) -> usize {
+        self.shared.messages.lock().unwrap().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn with_receipt(&self, message: &Message, f: impl FnOnce(&mut Stored)) -> Result<()> {
+        let mut messages = self.shared.messages.lock().unwrap();
+        let stored = messages
+            .iter_mut()
+            .find(|s| s.message.id == message.id && s.message.receipt == message.receipt)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Service,
+                    format!("receipt {} is stale", message.receipt),
+                )
+            })?;
+        f(stored);
+        Ok(())
+    }
+
+    /// Appends the message's file to its bucket's failed file, and remembers it.
+    fn record_failure(&self, message: &Message, kind: &str, reason: &str, at: &str) -> Result<()> {
+        let (bucket, key, etag) = match event::parse(&message.body) {
+            Ok(Parsed::Created(events)) if !events.is_empty() => (
+                events[0].bucket.clone(),
+                events[0].key.clone(),
+                events[0].etag.clone(),
+            ),
+            _ => ("unknown".to_string(), String::new(), None),
+        };
+        let entry = FailedEntry {
+            key,
+            bucket,
+            etag,
+            error_kind: kind.to_string(),
+            error_reason: reason.to_string(),
+            failed_at: at.to_string(),
+        };
+        let mut line =
+            serde_json::to_string(&entry).map_err(|e| Error::io(format!("failed entry: {e}")))?;
+        line.push('\n');
+        // Never a path outside the root, whatever the bucket says.
+        let bucket_name = if entry.bucket.contains(['/', '\\']) || entry.bucket.starts_with('.') {
+            "unknown"
+        } else {
+            &entry.bucket
+        };
+        let path = failed_file(&self.shared.root, bucket_name);
+        {
+            let _guard = self.shared.failed_writes.lock().unwrap();
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .and_then(|mut f| f.write_all(line.as_bytes()))
+                .map_err(|e| Error::io(format!("{}: {e}", path.display())))?;
+        }
+        warn!(
+            bucket = %entry.bucket,
+            key = %entry.key,
+            error_kind = kind,
+            file = %path.display(),
+            "failed: listed in the failed file"
+        );
+        if kind != RETRIES_EXHAUSTED {
+            if let Some(etag) = entry.etag {
+                self.shared
+                    .failed
+                    .lock()
+                    .unwrap()
+                    .insert((entry.bucket, entry.key, etag));
+            }
+        }
+        Ok(())
+    }
+
+    fn remove(&self, id: &str) {
+        let mut messages = self.shared.messages.lock().unwrap();
+        if let Some(i) = messages.iter().position(|s| s.message.id == id) {
+            messages.remove(i);
+        }
+    }
+}
+
+impl Queue for LocalQueue {
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+        visibility: Option<Duration>,
+    ) -> Result<Vec<Message>> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let now = Instant::now();
+            let mut out = Vec::new();
+            let mut exhausted = Vec::new();
+            {
+                let mut messages = self.shared.messages.lock().unwrap();
+                // Redrive: a message delivered `max_receives` times is given up.
+                let mut i = 0;
+                while i < messages.len() {
+                    let s = &messages[i];
+                    if s.visible_at <= now && s.message.receive_count >= self.shared.max_receives {
+                        exhausted.push(messages.remove(i).unwrap().message);
+                    } else {
+                        i += 1;
+                    }
+                }
+                for stored in messages
+                    .iter_mut()
+                    .filter(|s| s.visible_at <= now)
+                    .take(max)
+                {
+                    stored.message.receive_count += 1;
+                    stored.message.receipt =
+                        format!("{}#{}", stored.message.id, stored.message.receive_count);
+                    stored.visible_at = now + visibility.unwrap_or(self.shared.visibility);
+                    stored.leased = true;
+                    out.push(stored.message.clone());
+                }
+            }
+            for message in exhausted {
+                let reason = format!(
+                    "gave up after {} deliveries that failed transiently (see the log)",
+                    message.receive_count
+                );
+                let at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+                self.record_failure(&message, RETRIES_EXHAUSTED, &reason, &at)?;
+            }
+            if !out.is_empty() || now >= deadline {
+                return Ok(out);
+            }
+            let nap = Duration::from_millis(100).min(deadline - now);
+            tokio::select! {
+                _ = self.shared.wake.notified() => {}
+                _ = tokio::time::sleep(nap) => {}
+            }
+        }
+    }
+
+    async fn ack(&self, messages: &[Message]) -> Result<()> {
+        for m in messages {
+            self.remove(&m.id);
+        }
+        Ok(())
+    }
+
+    async fn retry_after(&self, message: &Message, delay: Duration) -> Result<()> {
+        self.with_receipt(message, |s| {
+            s.visible_at = Instant::now() + delay;
+            s.leased = false;
+        })?;
+        self.shared.wake.notify_waiters();
+        Ok(())
+    }
+
+    async fn extend_lease(&self, message: &Message, visibility: Duration) -> Result<()> {
+        self.with_receipt(message, |s| s.visible_at = Instant::now() + visibility)
+    }
+
+    fn has_dead_letter_queue(&self) -> bool {
+        true
+    }
+
+    async fn dead_letter(&self, message: &Message, reason: &DeadLetter) -> Result<()> {
+        let (queue, message, reason) = (self.clone(), message.clone(), reason.clone());
+        tokio::task::spawn_blocking(move || {
+            queue.record_failure(
+                &message,
+                &reason.error_kind,
+                &reason.error_reason,
+                &reason.first_failed_at,
+            )?;
+            queue.remove(&message.id);
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::io(format!("dead-letter task failed: {e}")))?
+    }
+
+    async fn visibility_timeout(&self) -> Result<Duration> {
+        Ok(self.shared.visibility)
+    }
+
+    async fn depth(&self) -> Result<QueueDepth> {
+        let now = Instant::now();
+        let messages = self.shared.messages.lock().unwrap();
+        let mut depth = QueueDepth::default();
+        for s in messages.iter() {
+            if s.visible_at <= now {
+                depth.visible += 1;
+            } else if s.leased {
+                depth.in_flight += 1;
+            } else {
+                depth.delayed += 1;
+            }
+        }
+        Ok(depth)
+    }
+}
+
+/// Which files of the root are sources, and how they map to (bucket, key).
+#[derive(Debug, Clone)]
+struct Scope {
+    root: PathBuf,
+    destination: DestinationConfig,
+    filters: Filters,
+}
+
+/// A source file, hashed.
+#[derive(Debug)]
+struct Found {
+    bucket: String,
+    key: String,
+    etag: String,
+    size: u64,
+}
+
+impl Scope {
+    /// A folder directly under the root that holds sources.
+    fn is_source_bucket(&self, name: &str) -> bool {
+        !is_hidden_or_partial(name)
+            && !name.ends_with("-resized")
+            && self.destination.bucket.as_deref() != Some(name)
+    }
+
+    /// The (bucket, key) of a path under a source bucket; `None` for anything else (outputs,
+    /// `.resizeq`, dotfiles, `*.tmp`, names that are not UTF-8).
+    fn object_of(&self, path: &Path) -> Option<(String, String)> {
+        let rel = path.strip_prefix(&self.root).ok()?;
+        let mut parts = Vec::new();
+        for c in rel.components() {
+            let Component::Normal(part) = c else {
+                return None;
+            };
+            let part = part.to_str()?;
+            if is_hidden_or_partial(part) {
+                return None;
+            }
+            parts.push(part);
+        }
+        if parts.len() < 2 || !self.is_source_bucket(parts[0]) {
+            return None;
+        }
+        Some((parts[0].to_string(), parts[1..].join("/")))
+    }
+
+    /// The source bucket folders in the root.
+    fn buckets(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return Vec::new();
+        };
+        let mut buckets: Vec<String> = entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|name| self.is_source_bucket(name))
+            .collect();
+        buckets.sort();
+        buckets
+    }
+
+    /// Every source file under `dir` (recursively; symlinks are not followed).
+    fn files_under(&self, dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Ok(file_type) = entry.file_type() else {
+                continue;
+            };
+            let path = entry.path();
+            if entry.file_name().to_str().is_none_or(is_hidden_or_partial) {
+                continue;
+            }
+            if file_type.is_dir() {
+                self.files_under(&path, out);
+            } else if file_type.is_file() {
+                out.push(path);
+            }
+        }
+    }
+
+    /// Hashes a source file, if it is one and passes the filters.
+    fn found(&self, path: &Path) -> Option<Found> {
+        let (bucket, key) = self.object_of(path)?;
+        if !self.filters.accepts(&key) {
+            return None;
+        }
+        match std::fs::read(path) {
+            Ok(bytes) => Some(Found {
+                bucket,
+                key,
+                etag: etag_of(&bytes),
+                size: bytes.len() as u64,
+            }),
+            Err(e) => {
+                debug!(path = %path.display(), error = %e, "not readable now");
+                None
+            }
+        }
+    }
+
+    /// Every source file of every bucket.
+    fn scan(&self) -> Vec<Found> {
+        let mut files = Vec::new();
+        for bucket in self.buckets() {
+            self.files_under(&self.root.join(bucket), &mut files);
+        }
+        files.sort();
+        files.iter().filter_map(|p| self.found(p)).collect()
+    }
+}
+
+fn enqueue_all(queue: &LocalQueue, found: Vec<Found>) -> usize {
+    found
+        .into_iter()
+        .filter(|f| queue.enqueue(&f.bucket, &f.key, &f.etag, f.size))
+        .count()
+}
+
+/// Runs the worker on the folder `config.worker.local_root` (created if missing): every file
+/// in a bucket folder that lacks current variants is processed; then, with `Mode::Forever`,
+/// new and changed files too, until `shutdown` is cancelled. With `Mode::UntilEmpty` it
+/// returns once the files present at start are done. Files that cannot be processed are
+/// listed in `<root>/<bucket>-failed.jsonl`; they do not make this fail.
+pub async fn run_local(config: &Config, mode: Mode, shutdown: CancellationToken) -> Result<()> {
+    let root = PathBuf::from(&config.worker.local_root);
+    std::fs::create_dir_all(&root).map_err(|e| Error::io(format!("{}: {e}", root.display())))?;
+    let root =
+        std::fs::canonicalize(&root).map_err(|e| Error::io(format!("{}: {e}", root.display())))?;
+    let queue = LocalQueue::new(&root);
+    queue.load_failed()?;
+    let scope = Scope {
+        root: root.clone(),
+        destination: config.destination.clone(),
+        filters: config.filters.clone(),
+    };
+    let ctx = Arc::new(WorkerContext::new(
+        config,
+        queue.clone(),
+        FsStore::new(&root),
+    )?);
+
+    // The watcher starts before the scan, so nothing created meanwhile is missed.
+    let stop = shutdown.child_token();
+    let watching = if mode == Mode::Forever {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut watcher = notify::recommended_watcher(move |event| {
+            let _ = tx.send(event);
+        })
+        .map_err(|e| Error::io(format!("file watcher: {e}")))?;
+        watcher
+            .watch(&root, RecursiveMode::NonRecursive)
+            .map_err(|e| Error::io(format!("watching {}: {e}", root.display())))?;
+        for bucket in scope.buckets() {
+            watch_bucket(&mut watcher, &root.join(bucket));
+        }
+        Some(tokio::spawn(watch(
+            watcher,
+            rx,
+            scope.clone(),
+            queue.clone(),
+            stop.clone(),
+        )))
+    } else {
+        None
+    };
+
+    let scan_scope = scope.clone();
+    let found = tokio::task::spawn_blocking(move || scan_scope.scan())
+        .await
+        .map_err(|e| Error::io(format!("scan task failed: {e}")))?;
+    let files = found.len();
+    let enqueued = enqueue_all(&queue, found);
+    info!(root = %root.display(), files, enqueued, "local mode: initial scan done");
+
+    let result = worker::run(
+        ctx,
+        mode,
+        Duration::from_secs(config.worker.shutdown_timeout_secs),
+        shutdown,
+    )
+    .await;
+    stop.cancel();
+    if let Some(task) = watching {
+        let _ = task.await;
+    }
+    result
+}
+
+fn watch_bucket(watcher: &mut impl Watcher, dir: &Path) {
+    match watcher.watch(dir, RecursiveMode::Recursive) {
+        Ok(()) => info!(folder = %dir.display(), "watching"),
+        Err(e) => warn!(folder = %dir.display(), error = %e, "cannot watch"),
+    }
+}
+
+/// Events that may mean a file has new content: created, written, closed after writing,
+/// renamed into place.
+fn is_interesting(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::Any
+            | EventKind::Other
+            | EventKind::Create(_)
+            | EventKind::Modify(
+                ModifyKind::Any
+                    | ModifyKind::Other
+                    | ModifyKind::Data(_)
+                    | ModifyKind::Name(RenameMode::To | RenameMode::Both | RenameMode::Any)
+            )
+            | EventKind::Access(AccessKind::Close(AccessMode::Write))
+    )
+}
+
+/// A file seen changing: enqueued once quiet for [`DEBOUNCE`] with the same size twice.
+#[derive(Debug)]
+struct Pending {
+    last_event: Instant,
+    size: Option<u64>,
+}
+
+/// Turns file-system events into enqueued files until `stop`.
+async fn watch(
+    mut watcher: impl Watcher + Send + 'static,
+    mut events: mpsc::UnboundedReceiver<notify::Result<notify::Event>>,
+    scope: Scope,
+    queue: LocalQueue,
+    stop: CancellationToken,
+) {
+    let mut pending: HashMap<PathBuf, Pending> = HashMap::new();
+    let mut tick = tokio::time::interval(DEBOUNCE / 2);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            event = events.recv() => match event {
+                None => break,
+                Some(Err(e)) => warn!(error = %e, "file watcher error"),
+                Some(Ok(event)) => {
+                    let mut dirs = Vec::new();
+                    if event.need_rescan() {
+                        warn!("file watcher lost events: rescanning");
+                        dirs.extend(scope.buckets().into_iter().map(|b| scope.root.join(b)));
+                    }
+                    if is_interesting(&event.kind) {
+                        for path in event.paths {
+                            if path.parent() == Some(scope.root.as_path()) {
+                                // A new bucket folder.
+                                let is_bucket = path.is_dir()
+                                    && path
+                                        .file_name()
+                                        .and_then(|n| n.to_str())
+                                        .is_some_and(|n| scope.is_source_bucket(n));
+                                if is_bucket {
+                                    watch_bucket(&mut watcher, &path);
+                                    dirs.push(path);
+                                }
+                            } else if scope.object_of(&path).is_some() {
+                                if path.is_dir() {
+                                    // Moved in whole: its files may predate the watch.
+                                    dirs.push(path);
+                                } else {
+                                    mark(&mut pending, path);
+                                }
+                            }
+                        }
+                    }
+                    if !dirs.is_empty() {
+                        let walk_scope = scope.clone();
+                        let files = tokio::task::spawn_blocking(move || {
+                            let mut files = Vec::new();
+                            for dir in dirs {
+                                walk_scope.files_under(&dir, &mut files);
+                            }
+                            files
+                        })
+                        .await
+                        .unwrap_or_default();
+                        for file in files {
+                            mark(&mut pending, file);
+                        }
+                    }
+                }
+            },
+            _ = tick.tick(), if !pending.is_empty() => {
+                flush(&mut pending, &scope, &queue).await;
+            }
+        }
+    }
+}
+
+fn mark(pending: &mut HashMap<PathBuf, Pending>, path: PathBuf) {
+    pending
+        .entry(path)
+        .and_modify(|p| p.last_event = Instant::now())
+        .or_insert(Pending {
+            last_event: Instant::now(),
+            size: None,
+        });
+}
+
+/// Enqueues the pending files that have been quiet for [`DEBOUNCE`] and whose size has not
+/// changed since the previous look; drops those that are gone.
+async fn flush(pending: &mut HashMap<PathBuf, Pending>, scope: &Scope, queue: &LocalQueue) {
+    let now = Instant::now();
+    let due: Vec<(PathBuf, Option<u64>)> = pending
+        .iter()
+        .filter(|(_, p)| now.duration_since(p.last_event) >= DEBOUNCE)
+        .map(|(path, p)| (path.clone(), p.size))
+        .collect();
+    if due.is_empty() {
+        return;
+    }
+    let hash_scope = scope.clone();
+    let looked = tokio::task::spawn_blocking(move || {
+        due.into_iter()
+            .map(|(path, previous)| {
+                let size = std::fs::metadata(&path)
+                    .ok()
+                    .filter(|m| m.is_file())
+                    .map(|m| m.len());
+                let found = match size {
+                    Some(size) if previous == Some(size) => hash_scope.found(&path),
+                    _ => None,
+                };
+                (path, previous, size, found)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    for (path, previous, size, found) in looked {
+        match size {
+            // Gone, or not a file.
+            None => {
+                pending.remove(&path);
+            }
+            // Same size as at the previous look: done being written.
+            Some(size) if previous == Some(size) => {
+                pending.remove(&path);
+                // Hashed as read now: a write since then gets its own event. `None`: filtered
+                // out or unreadable.
+                if let Some(f) = found {
+                    debug!(bucket = %f.bucket, key = %f.key, "file changed: enqueued");
+                    queue.enqueue(&f.bucket, &f.key, &f.etag, f.size);
+                }
+            }
+            // First look, or still growing: look again after another quiet period.
+            Some(size) => {
+                if let Some(p) = pending.get_mut(&path) {
+                    p.size = Some(size);
+                    p.last_event = Instant::now();
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope(root: &Path) -> Scope {
+        Scope {
+            root: root.to_path_buf(),
+            destination: DestinationConfig::default(),
+            filters: Filters::default(),
+        }
+    }
+
+    #[test]
+    fn only_files_in_source_buckets_are_objects() {
+        let s = scope(Path::new("/r"));
+        let of = |p: &str| s.object_of(Path::new(p));
+        assert_eq!(
+            of("/r/photos/a b/c.png"),
+            Some(("photos".into(), "a b/c.png".into()))
+        );
+        assert_eq!(of("/r/photos"), None);
+        assert_eq!(of("/r/photos-resized/80/x.jpg"), None);
+        assert_eq!(of("/r/.resizeq/meta/photos/x.json"), None);
+        assert_eq!(of("/r/photos/.x.jpg.1.2.tmp"), None);
+        assert_eq!(of("/r/photos/upload.TMP"), None);
+        assert_eq!(of("/r/photos/.hidden/x.jpg"), None);
+        assert_eq!(of("/r/photos-failed.jsonl"), None);
+        assert_eq!(of("/elsewhere/photos/x.jpg"), None);
+        let mut s = s;
+        s.destination.bucket = Some("thumbs".into());
+        assert_eq!(s.object_of(Path::new("/r/thumbs/80/x.jpg")), None);
+    }
+
+    #[tokio::test]
+    async fn events_for_one_pending_file_are_coalesced() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = LocalQueue::new(dir.path());
+        assert!(q.enqueue("b", "k", "e1", 1));
+        assert!(q.enqueue("b", "k", "e2", 2));
+        assert_eq!(q.len(), 1);
+        let got = q.receive(10, Duration::ZERO, None).await.unwrap();
+        assert!(got[0].body.contains("e2"));
+        // Delivered: a new event is a new message.
+        assert!(q.enqueue("b", "k", "e3", 3));
+        assert_eq!(q.len(), 2);
+        let depth = q.depth().await.unwrap();
+        assert_eq!((depth.visible, depth.in_flight, depth.delayed), (1, 1, 0));
+        q.retry_after(&got[0], Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(q.depth().await.unwrap().delayed, 1);
+        q.ack(&got).await.unwrap();
+        assert_eq!(q.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn dead_letters_go_to_the_failed_file_and_are_not_enqueued_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = LocalQueue::new(dir.path());
+        q.enqueue("photos", "a b/bad.jpg", "e1", 5);
+        let got = q.receive(1, Duration::ZERO, None).await.unwrap();
+        let reason = DeadLetter {
+            error_kind: "unsupported".into(),
+            error_reason: "not an image".into(),
+            first_failed_at: "2024-05-01T12:00:00Z".into(),
+        };
+        q.dead_letter(&got[0], &reason).await.unwrap();
+        assert!(q.is_empty());
+        let text = std::fs::read_to_string(dir.path().join("photos-failed.jsonl")).unwrap();
+        let entry: FailedEntry = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(entry.key, "a b/bad.jpg");
+        assert_eq!(entry.bucket, "photos");
+        assert_eq!(entry.error_kind, "unsupported");
+        assert_eq!(entry.error_reason, "not an image");
+        assert_eq!(entry.failed_at, "2024-05-01T12:00:00Z");
+
+        assert!(!q.enqueue("photos", "a b/bad.jpg", "e1", 5));
+        assert!(q.enqueue("photos", "a b/bad.jpg", "e2", 5), "new content");
+        // A new queue over the same root remembers it.
+        let q2 = LocalQueue::new(dir.path());
+        q2.load_failed().unwrap();
+        assert!(!q2.enqueue("photos", "a b/bad.jpg", "e1", 5));
+    }
+
+    #[tokio::test]
+    async fn messages_that_keep_failing_are_given_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = LocalQueue::new(dir.path());
+        q.enqueue("b", "k", "e", 1);
+        for _ in 0..MAX_RECEIVES {
+            let got = q.receive(1, Duration::ZERO, None).await.unwrap();
+            q.retry_after(&got[0], Duration::ZERO).await.unwrap();
+        }
+        assert!(q.receive(1, Duration::ZERO, None).await.unwrap().is_empty());
+        assert!(q.is_empty());
+        let text = std::fs::read_to_string(dir.path().join("b-failed.jsonl")).unwrap();
+        assert!(text.contains(RETRIES_EXHAUSTED));
+        // Retried on the next start.
+        let q2 = LocalQueue::new(dir.path());
+        q2.load_failed().unwrap();
+        assert!(q2.enqueue("b", "k", "e", 1));
+    }
+}

@@ -1,0 +1,236 @@
+//! Local mode end to end: a temp folder instead of S3 + SQS, the real pipeline and file watcher.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use resizeq::adapters::fs::etag_of;
+use resizeq::config::Config;
+use resizeq::worker::local::run_local;
+use resizeq::worker::Mode;
+use tokio_util::sync::CancellationToken;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn put_fixture(root: &Path, name: &str, dest: &str) {
+    let path = root.join(dest);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::copy(fixture(name), path).unwrap();
+}
+
+fn config(root: &Path) -> Config {
+    let mut config = Config::default();
+    config.worker.local_root = root.to_str().unwrap().to_string();
+    config.queue.wait_time_secs = 1;
+    config
+}
+
+async fn run_until_empty(root: &Path) {
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        run_local(&config(root), Mode::UntilEmpty, CancellationToken::new()),
+    )
+    .await
+    .expect("run_local did not finish")
+    .expect("run_local failed");
+}
+
+fn dimensions(path: &Path) -> (u32, u32) {
+    let img = image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (img.width(), img.height())
+}
+
+/// Every file under `dir`, relative, sorted, with its bytes and mtime.
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>, SystemTime)> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>, SystemTime)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            let path = entry.path();
+            if entry.file_type().unwrap().is_dir() {
+                walk(base, &path, out);
+            } else {
+                let rel = path
+                    .strip_prefix(base)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                let mtime = entry.metadata().unwrap().modified().unwrap();
+                out.push((rel, std::fs::read(&path).unwrap(), mtime));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn failed_lines(root: &Path, bucket: &str) -> Vec<serde_json::Value> {
+    match std::fs::read_to_string(root.join(format!("{bucket}-failed.jsonl"))) {
+        Ok(text) => text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_present_at_start_get_their_variants_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    put_fixture(root, "tiny.jpg", "photos/tiny.jpg");
+    put_fixture(root, "tiny.png", "photos/a b/c.png");
+    // Not sources: partial uploads, dotfiles, outputs of another run.
+    std::fs::write(root.join("photos/upload.jpg.tmp"), b"partial").unwrap();
+    std::fs::write(root.join("photos/.DS_Store"), b"junk").unwrap();
+
+    run_until_empty(root).await;
+
+    let out = root.join("photos-resized");
+    let mut names: Vec<String> = snapshot(&out).into_iter().map(|f| f.0).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "500/a b/c.png.jpg",
+            "500/tiny.jpg.jpg",
+            "80/a b/c.png.jpg",
+            "80/tiny.jpg.jpg"
+        ]
+    );
+    assert_eq!(dimensions(&out.join("80/tiny.jpg.jpg")), (80, 53));
+    assert_eq!(dimensions(&out.join("500/tiny.jpg.jpg")), (120, 80));
+    assert_eq!(dimensions(&out.join("80/a b/c.png.jpg")), (80, 53));
+    assert_eq!(dimensions(&out.join("500/a b/c.png.jpg")), (120, 80));
+    // Metadata lives outside the output folder.
+    let sidecar: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(root.join(".resizeq/meta/photos-resized/80/tiny.jpg.jpg.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(sidecar["metadata"]["resizeq-source-key"], "tiny.jpg");
+    assert_eq!(sidecar["content_type"], "image/jpeg");
+    assert!(failed_lines(root, "photos").is_empty());
+    // Nothing was written into the source folder.
+    let sources: Vec<String> = snapshot(&root.join("photos"))
+        .into_iter()
+        .map(|f| f.0)
+        .collect();
+    assert_eq!(
+        sources,
+        [".DS_Store", "a b/c.png", "tiny.jpg", "upload.jpg.tmp"]
+    );
+
+    // A second run finds everything current and writes nothing.
+    let before = snapshot(root);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    run_until_empty(root).await;
+    assert_eq!(snapshot(root), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_file_is_listed_with_its_reason_and_the_run_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    put_fixture(root, "page.jpg", "photos/bad.jpg");
+    put_fixture(root, "tiny.jpg", "photos/good.jpg");
+
+    run_until_empty(root).await;
+
+    let failed = failed_lines(root, "photos");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["key"], "bad.jpg");
+    assert_eq!(failed[0]["bucket"], "photos");
+    assert_eq!(failed[0]["error_kind"], "unsupported");
+    assert!(
+        failed[0]["error_reason"]
+            .as_str()
+            .unwrap()
+            .contains("bad.jpg"),
+        "{failed:?}"
+    );
+    assert!(failed[0]["failed_at"].as_str().unwrap().starts_with("20"));
+    assert!(root.join("photos-resized/80/good.jpg.jpg").is_file());
+    assert!(!root.join("photos-resized/80/bad.jpg.jpg").exists());
+
+    // Not tried (nor listed) again while its content is the same.
+    run_until_empty(root).await;
+    assert_eq!(failed_lines(root, "photos").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forever_mode_processes_files_as_they_arrive() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    put_fixture(&root, "tiny.jpg", "photos/first.jpg");
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn({
+        let config = config(&root);
+        let shutdown = shutdown.clone();
+        async move { run_local(&config, Mode::Forever, shutdown).await }
+    });
+
+    let wait_for = |path: PathBuf| async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !path.is_file() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} did not appear",
+                path.display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    // Present at start.
+    wait_for(root.join("photos-resized/80/first.jpg.jpg")).await;
+
+    // Dropped in while running, in an existing folder and in a new one.
+    put_fixture(&root, "tiny.png", "photos/new.png");
+    put_fixture(&root, "tiny.jpg", "photos/2024/may/deep.jpg");
+    wait_for(root.join("photos-resized/80/new.png.jpg")).await;
+    wait_for(root.join("photos-resized/500/new.png.jpg")).await;
+    wait_for(root.join("photos-resized/80/2024/may/deep.jpg.jpg")).await;
+
+    // Overwritten in place: the variants are redone from the new content.
+    std::fs::copy(fixture("small-60x40.jpg"), root.join("photos/first.jpg")).unwrap();
+    let new_etag = etag_of(&std::fs::read(fixture("small-60x40.jpg")).unwrap());
+    let sidecar = root.join(".resizeq/meta/photos-resized/500/first.jpg.jpg.json");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let meta: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&sidecar).unwrap()).unwrap();
+        if meta["metadata"]["resizeq-source-etag"] == new_etag.as_str() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not redone: {meta}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        dimensions(&root.join("photos-resized/500/first.jpg.jpg")),
+        (60, 40)
+    );
+
+    // A new bucket folder.
+    put_fixture(&root, "tiny.jpg", "albums/x.jpg");
+    wait_for(root.join("albums-resized/80/x.jpg.jpg")).await;
+
+    // Written only once the file is complete.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        dimensions(&root.join("photos-resized/80/new.png.jpg")),
+        (80, 53)
+    );
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("run_local did not stop")
+        .unwrap()
+        .expect("run_local failed");
+    // Our outputs never fed back in.
+    assert!(!root.join("photos-resized-resized").exists());
+    assert!(failed_lines(&root, "photos").is_empty());
+}

@@ -1,0 +1,1209 @@
+//! End to end: the real `resizeq run` binary against an S3/SQS emulator (moto; see
+//! tests/common/mod.rs). Each test makes its own source bucket, `<source>-resized` destination,
+//! queue and dead-letter queue (RedrivePolicy maxReceiveCount 5) and an `s3:ObjectCreated:*`
+//! notification, uploads with PutObject so the emulator itself emits the events, runs the
+//! worker as a child process and checks the destination bucket and the queues.
+//!
+//! Skipped (with `MOTO MISSING`) without `RESIZEQ_TEST_ENDPOINT`; `scripts/test` starts moto
+//! and requires it. Tests that need the corpus of real photos (`RESIZEQ_CORPUS`, else
+//! `../shared/corpus`) say `CORPUS MISSING` and pass without it.
+//! By hand: `bash -c 'source scripts/moto.sh && cargo test --test worker_e2e -- --nocapture'`.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use common::TestAws;
+
+/// Generous: a debug build, moto in Python and several tests at once.
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+
+macro_rules! context {
+    ($name:expr) => {
+        match common::context($name).await {
+            Some(ctx) => ctx,
+            None => return,
+        }
+    };
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn corpus_dir() -> Option<PathBuf> {
+    let dir = match std::env::var_os("RESIZEQ_CORPUS") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus"),
+    };
+    dir.is_dir().then_some(dir)
+}
+
+/// A corpus file, or `None` (after saying so).
+fn corpus_file(name: &str, test: &str) -> Option<Vec<u8>> {
+    let found = corpus_dir().and_then(|d| std::fs::read(d.join(name)).ok());
+    if found.is_none() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "CORPUS MISSING: {name} not found (set RESIZEQ_CORPUS); {test}: that part skipped"
+        );
+    }
+    found
+}
+
+/// One test's buckets and queues, and the worker's working directory.
+struct World {
+    aws: TestAws,
+    source: String,
+    dest: String,
+    queue: String,
+    dlq: String,
+    dir: tempfile::TempDir,
+}
+
+async fn world(aws: TestAws, prefix: &str, create_dest: bool) -> World {
+    let source = aws.create_bucket(prefix).await;
+    let dest = format!("{source}-resized");
+    if create_dest {
+        create_bucket_named(&aws, &dest).await;
+    }
+    let (queue, dlq) = aws.create_queue_with_dlq(prefix, 30, 5).await;
+    aws.notify_queue(&source, &queue).await;
+    // Configuring a notification sends an s3:TestEvent: take it out so the counts below are
+    // the uploads' only (the worker would ack it as ignored).
+    let got = aws
+        .sqs
+        .receive_message()
+        .queue_url(&queue)
+        .max_number_of_messages(10)
+        .wait_time_seconds(0)
+        .send()
+        .await
+        .expect("ReceiveMessage");
+    for m in got.messages() {
+        assert!(
+            m.body().unwrap_or_default().contains("s3:TestEvent"),
+            "unexpected message before any upload: {m:?}"
+        );
+        delete(&aws, &queue, m.receipt_handle().unwrap()).await;
+    }
+    World {
+        aws,
+        source,
+        dest,
+        queue,
+        dlq,
+        dir: tempfile::tempdir().expect("tempdir"),
+    }
+}
+
+async fn create_bucket_named(aws: &TestAws, name: &str) {
+    aws.s3
+        .create_bucket()
+        .bucket(name)
+        .send()
+        .await
+        .expect("CreateBucket");
+}
+
+async fn delete(aws: &TestAws, queue: &str, receipt: &str) {
+    aws.sqs
+        .delete_message()
+        .queue_url(queue)
+        .receipt_handle(receipt)
+        .send()
+        .await
+        .expect("DeleteMessage");
+}
+
+async fn send(aws: &TestAws, queue: &str, body: &str) {
+    aws.sqs
+        .send_message()
+        .queue_url(queue)
+        .message_body(body)
+        .send()
+        .await
+        .expect("SendMessage");
+}
+
+impl World {
+    async fn upload(&self, key: &str, bytes: &[u8], content_type: &str) -> String {
+        self.aws
+            .upload(&self.source, key, bytes, content_type, &[])
+            .await
+    }
+
+    /// Takes the next ObjectCreated event off the queue (deleting it) and returns its body.
+    async fn take_event(&self) -> String {
+        for _ in 0..10 {
+            let got = self
+                .aws
+                .sqs
+                .receive_message()
+                .queue_url(&self.queue)
+                .max_number_of_messages(1)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .expect("ReceiveMessage");
+            if let Some(m) = got.messages().first() {
+                let body = m.body().expect("a body").to_string();
+                delete(&self.aws, &self.queue, m.receipt_handle().unwrap()).await;
+                assert!(body.contains("ObjectCreated"), "not an S3 event: {body}");
+                return body;
+            }
+        }
+        panic!("no event arrived on {}", self.queue);
+    }
+
+    /// (visible, not visible, delayed) of a queue.
+    async fn depth_of(&self, url: &str) -> (u64, u64, u64) {
+        let out = self
+            .aws
+            .sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+            .send()
+            .await
+            .expect("GetQueueAttributes");
+        let attrs = out.attributes().cloned().unwrap_or_default();
+        let n = |name: QueueAttributeName| -> u64 {
+            attrs
+                .get(&name)
+                .map(|v| v.parse().expect("a count"))
+                .unwrap_or(0)
+        };
+        (
+            n(QueueAttributeName::ApproximateNumberOfMessages),
+            n(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+            n(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
+        )
+    }
+
+    async fn assert_queues_empty(&self) {
+        assert_eq!(
+            self.depth_of(&self.queue).await,
+            (0, 0, 0),
+            "source queue (visible, not visible, delayed)"
+        );
+        assert_eq!(
+            self.depth_of(&self.dlq).await,
+            (0, 0, 0),
+            "DLQ (visible, not visible, delayed)"
+        );
+    }
+
+    /// The destination keys, sorted.
+    async fn dest_keys(&self) -> Vec<String> {
+        let out = self
+            .aws
+            .s3
+            .list_objects_v2()
+            .bucket(&self.dest)
+            .send()
+            .await;
+        match out {
+            Ok(out) => {
+                let mut keys: Vec<String> = out
+                    .contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(String::from))
+                    .collect();
+                keys.sort();
+                keys
+            }
+            Err(_) => Vec::new(), // no destination bucket (yet)
+        }
+    }
+
+    async fn variant(&self, key: &str) -> Variant {
+        let out = self
+            .aws
+            .s3
+            .get_object()
+            .bucket(&self.dest)
+            .key(key)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GetObject {}/{key}: {e:?}", self.dest));
+        let content_type = out.content_type().unwrap_or_default().to_string();
+        let metadata = out.metadata().cloned().unwrap_or_default();
+        let last_modified = out.last_modified().map(|t| t.secs());
+        let etag = out.e_tag().unwrap_or_default().to_string();
+        let bytes = out
+            .body
+            .collect()
+            .await
+            .expect("body")
+            .into_bytes()
+            .to_vec();
+        Variant {
+            content_type,
+            metadata,
+            last_modified,
+            etag,
+            bytes,
+        }
+    }
+
+    /// Both default variants of `key`: JPEG, with these dimensions, made from `etag`.
+    async fn assert_variants(&self, key: &str, etag: &str, small: (u32, u32), large: (u32, u32)) {
+        for (width, dims) in [(80, small), (500, large)] {
+            let vkey = format!("{width}/{key}.jpg");
+            let v = self.variant(&vkey).await;
+            assert_eq!(v.content_type, "image/jpeg", "{vkey}");
+            assert_eq!(
+                v.metadata.get("resizeq-source-etag").map(String::as_str),
+                Some(etag),
+                "{vkey}: metadata {:?}",
+                v.metadata
+            );
+            assert!(
+                v.metadata.contains_key("resizeq-config"),
+                "{vkey}: {:?}",
+                v.metadata
+            );
+            if key.is_ascii() {
+                assert_eq!(
+                    v.metadata.get("resizeq-source-key").map(String::as_str),
+                    Some(key),
+                    "{vkey}"
+                );
+            }
+            let img = image::load_from_memory_with_format(&v.bytes, image::ImageFormat::Jpeg)
+                .unwrap_or_else(|e| panic!("{vkey} does not decode as JPEG: {e}"));
+            assert_eq!((img.width(), img.height()), dims, "{vkey} dimensions");
+        }
+    }
+
+    fn command(&self, until_empty: bool, extra: &[(&str, &str)]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_resizeq"));
+        cmd.arg("run");
+        if until_empty {
+            cmd.arg("--until-empty");
+        }
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("RESIZEQ_") {
+                cmd.env_remove(name);
+            }
+        }
+        let region = self.aws.aws.region.clone().unwrap_or("us-east-1".into());
+        cmd.current_dir(self.dir.path())
+            .env("RESIZEQ_QUEUE__URL", &self.queue)
+            .env("RESIZEQ_QUEUE__DLQ_URL", &self.dlq)
+            .env("RESIZEQ_AWS__ENDPOINT_URL", &self.aws.endpoint)
+            .env("RESIZEQ_AWS__FORCE_PATH_STYLE", "true")
+            .env("RESIZEQ_AWS__REGION", region)
+            .env("RESIZEQ_QUEUE__WAIT_TIME_SECS", "1")
+            .env("RESIZEQ_QUEUE__RETRY_BASE_SECS", "1")
+            .env("RESIZEQ_LOG", "info")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for var in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
+            if std::env::var_os(var).is_none() {
+                cmd.env(var, "testing");
+            }
+        }
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    fn spawn(&self, until_empty: bool, extra: &[(&str, &str)]) -> Worker {
+        let mut child = self
+            .command(until_empty, extra)
+            .spawn()
+            .expect("spawn resizeq");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = lines.clone();
+        let reader = tokio::spawn(async move {
+            let mut stderr = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = stderr.next_line().await {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Worker {
+            child,
+            lines,
+            reader,
+            started: Instant::now(),
+        }
+    }
+
+    /// `run --until-empty` to its end; panics if it takes longer than RUN_TIMEOUT.
+    async fn run_until_empty(&self, extra: &[(&str, &str)]) -> Run {
+        self.spawn(true, extra).finish(RUN_TIMEOUT).await
+    }
+}
+
+struct Variant {
+    content_type: String,
+    metadata: HashMap<String, String>,
+    last_modified: Option<i64>,
+    etag: String,
+    bytes: Vec<u8>,
+}
+
+struct Worker {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    reader: tokio::task::JoinHandle<()>,
+    started: Instant,
+}
+
+impl Worker {
+    fn pid(&self) -> u32 {
+        self.child.id().expect("a running child")
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    #[allow(dead_code)]
+    fn logs(&self) -> Vec<Value> {
+        parse_logs(&self.lines.lock().unwrap())
+    }
+
+    async fn finish(mut self, timeout: Duration) -> Run {
+        let status = match tokio::time::timeout(timeout, self.child.wait()).await {
+            Ok(status) => status.expect("wait"),
+            Err(_) => {
+                let _ = self.child.start_kill();
+                let _ = self.child.wait().await;
+                let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.reader).await;
+                panic!(
+                    "resizeq did not exit within {timeout:?}; stderr:\n{}",
+                    self.lines.lock().unwrap().join("\n")
+                );
+            }
+        };
+        let elapsed = self.started.elapsed();
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.reader).await;
+        let lines = std::mem::take(&mut *self.lines.lock().unwrap());
+        Run {
+            status,
+            elapsed,
+            logs: parse_logs(&lines),
+            stderr: lines.join("\n"),
+        }
+    }
+}
+
+fn parse_logs(lines: &[String]) -> Vec<Value> {
+    lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .collect()
+}
+
+fn log_message(log: &Value) -> &str {
+    log.pointer("/fields/message")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+fn log_time(log: &Value) -> Option<std::time::SystemTime> {
+    humantime::parse_rfc3339_weak(log.get("timestamp")?.as_str()?.trim_end_matches('Z')).ok()
+}
+
+struct Run {
+    status: ExitStatus,
+    elapsed: Duration,
+    logs: Vec<Value>,
+    stderr: String,
+}
+
+impl Run {
+    fn assert_success(&self) {
+        assert!(
+            self.status.success(),
+            "resizeq exited with {}; stderr:\n{}",
+            self.status,
+            self.stderr
+        );
+    }
+
+    /// The counters of the final `resizeq worker stopped` line.
+    fn stats(&self) -> HashMap<String, u64> {
+        let line = self
+            .logs
+            .iter()
+            .rev()
+            .find(|l| log_message(l) == "resizeq worker stopped")
+            .unwrap_or_else(|| panic!("no `resizeq worker stopped` line in:\n{}", self.stderr));
+        line["fields"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_u64()?)))
+            .collect()
+    }
+
+    fn stat(&self, name: &str) -> u64 {
+        self.stats().get(name).copied().unwrap_or(0)
+    }
+
+    fn log_time(&self, message: &str) -> Option<std::time::SystemTime> {
+        self.logs
+            .iter()
+            .find(|l| log_message(l) == message)
+            .and_then(log_time)
+    }
+
+    /// `done` lines: (outcome, receive_count of the message span).
+    fn done(&self) -> Vec<(String, u64)> {
+        self.logs
+            .iter()
+            .filter(|l| log_message(l) == "done")
+            .map(|l| {
+                (
+                    l.pointer("/fields/outcome")
+                        .and_then(Value::as_str)
+                        .unwrap_or("?")
+                        .to_string(),
+                    l.pointer("/span/receive_count")
+                        .and_then(Value::as_u64)
+                        .unwrap_or(0),
+                )
+            })
+            .collect()
+    }
+}
+
+/// (key, bytes, content type, 80-wide variant's dimensions, 500-wide variant's dimensions).
+type Upload = (String, Vec<u8>, &'static str, (u32, u32), (u32, u32));
+
+const TINY: (u32, u32) = (120, 80);
+const TINY_SMALL: (u32, u32) = (80, 53);
+
+// --- 1 -------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn every_format_and_awkward_keys_get_both_variants() {
+    let ctx = context!("every_format_and_awkward_keys_get_both_variants");
+    let w = world(ctx, "fmt", true).await;
+    // (key, fixture, content type, small variant, large variant)
+    let mut uploads: Vec<Upload> = vec![
+        (
+            "formats/tiny.jpg".into(),
+            fixture("tiny.jpg"),
+            "image/jpeg",
+            TINY_SMALL,
+            TINY,
+        ),
+        (
+            "formats/tiny.png".into(),
+            fixture("tiny.png"),
+            "image/png",
+            TINY_SMALL,
+            TINY,
+        ),
+        (
+            "formats/tiny.heic".into(),
+            fixture("tiny.heic"),
+            "image/heic",
+            TINY_SMALL,
+            TINY,
+        ),
+        (
+            "formats/tiny.webp".into(),
+            fixture("tiny.webp"),
+            "image/webp",
+            TINY_SMALL,
+            TINY,
+        ),
+        (
+            "formats/tiny.gif".into(),
+            fixture("tiny.gif"),
+            "image/gif",
+            TINY_SMALL,
+            TINY,
+        ),
+        (
+            "formats/tiny.tiff".into(),
+            fixture("tiny.tiff"),
+            "image/tiff",
+            TINY_SMALL,
+            TINY,
+        ),
+        // Upright 48x32 after EXIF orientation 6; never upscaled.
+        (
+            "formats/orient-6.jpg".into(),
+            fixture("orient-6.jpg"),
+            "image/jpeg",
+            (48, 32),
+            (48, 32),
+        ),
+        (
+            "with space/my photo.jpg".into(),
+            fixture("tiny.jpg"),
+            "image/jpeg",
+            TINY_SMALL,
+            TINY,
+        ),
+        (
+            "plus/a+b.jpg".into(),
+            fixture("tiny.jpg"),
+            "image/jpeg",
+            TINY_SMALL,
+            TINY,
+        ),
+        (
+            "été/фото.jpg".into(),
+            fixture("tiny.jpg"),
+            "image/jpeg",
+            TINY_SMALL,
+            TINY,
+        ),
+        (
+            "a/b/c/d/e.png".into(),
+            fixture("tiny.png"),
+            "image/png",
+            TINY_SMALL,
+            TINY,
+        ),
+    ];
+    let test = "every_format_and_awkward_keys_get_both_variants";
+    if let Some(heic) = corpus_file("heic02_arrow.heic", test) {
+        let dims = image_dims_unknown();
+        uploads.push((
+            "corpus/heic02_arrow.heic".into(),
+            heic,
+            "image/heic",
+            dims,
+            dims,
+        ));
+    }
+    if let Some(jpeg) = corpus_file("small01_greenmeadow.jpg", test) {
+        let dims = image_dims_unknown();
+        uploads.push((
+            "corpus/small01_greenmeadow.jpg".into(),
+            jpeg,
+            "image/jpeg",
+            dims,
+            dims,
+        ));
+    }
+    let mut etags = Vec::new();
+    for (key, bytes, content_type, ..) in &uploads {
+        etags.push(w.upload(key, bytes, content_type).await);
+    }
+
+    let run = w.run_until_empty(&[]).await;
+    run.assert_success();
+
+    for ((key, _, _, small, large), etag) in uploads.iter().zip(&etags) {
+        if *small == image_dims_unknown() {
+            assert_corpus_variants(&w, key, etag).await;
+        } else {
+            w.assert_variants(key, etag, *small, *large).await;
+        }
+    }
+    assert_eq!(
+        w.dest_keys().await.len(),
+        uploads.len() * 2,
+        "no extra objects"
+    );
+    assert_eq!(
+        run.stat("processed"),
+        uploads.len() as u64,
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.stat("dead_lettered"), 0, "{}", run.stderr);
+    w.assert_queues_empty().await;
+}
+
+/// Marker for "a corpus photo: check width only".
+fn image_dims_unknown() -> (u32, u32) {
+    (0, 0)
+}
+
+/// A corpus photo (larger than 500 px): widths 80 and 500, aspect kept within a pixel.
+async fn assert_corpus_variants(w: &World, key: &str, etag: &str) {
+    let mut aspect: Option<f64> = None;
+    for width in [80, 500] {
+        let vkey = format!("{width}/{key}.jpg");
+        let v = w.variant(&vkey).await;
+        assert_eq!(v.content_type, "image/jpeg", "{vkey}");
+        assert_eq!(
+            v.metadata.get("resizeq-source-etag").map(String::as_str),
+            Some(etag),
+            "{vkey}"
+        );
+        let img = image::load_from_memory_with_format(&v.bytes, image::ImageFormat::Jpeg)
+            .unwrap_or_else(|e| panic!("{vkey}: {e}"));
+        assert_eq!(img.width(), width, "{vkey}");
+        let a = img.height() as f64 / img.width() as f64;
+        if let Some(prev) = aspect {
+            assert!((a - prev).abs() < 0.05, "{vkey}: aspect {a} vs {prev}");
+        }
+        aspect = Some(a);
+    }
+}
+
+// --- 2 -------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_duplicate_event_is_skipped_and_writes_nothing() {
+    let ctx = context!("a_duplicate_event_is_skipped_and_writes_nothing");
+    let w = world(ctx, "dup", true).await;
+    let key = "dup/photo.jpg";
+    let etag = w.upload(key, &fixture("tiny.jpg"), "image/jpeg").await;
+    let body = w.take_event().await;
+    send(&w.aws, &w.queue, &body).await;
+
+    let first = w.run_until_empty(&[]).await;
+    first.assert_success();
+    assert_eq!(first.stat("processed"), 1, "{}", first.stderr);
+    w.assert_variants(key, &etag, TINY_SMALL, TINY).await;
+    let before = [
+        w.variant(&format!("80/{key}.jpg")).await,
+        w.variant(&format!("500/{key}.jpg")).await,
+    ];
+
+    // Make sure a rewrite would show in LastModified (whole seconds).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    send(&w.aws, &w.queue, &body).await;
+    let second = w.run_until_empty(&[]).await;
+    second.assert_success();
+    assert_eq!(second.stat("skipped"), 1, "{}", second.stderr);
+    assert_eq!(second.stat("processed"), 0, "{}", second.stderr);
+    assert_eq!(second.done(), vec![("skipped".to_string(), 1)]);
+
+    let after = [
+        w.variant(&format!("80/{key}.jpg")).await,
+        w.variant(&format!("500/{key}.jpg")).await,
+    ];
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!(b.bytes, a.bytes);
+        assert_eq!(b.etag, a.etag);
+        assert_eq!(b.last_modified, a.last_modified, "variant rewritten");
+    }
+    w.assert_queues_empty().await;
+}
+
+// --- 3 -------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_event_older_than_the_object_is_superseded() {
+    let ctx = context!("an_event_older_than_the_object_is_superseded");
+    let w = world(ctx, "sup", true).await;
+    let key = "over/written.jpg";
+    let old_etag = w.upload(key, &fixture("tiny.jpg"), "image/jpeg").await;
+    let old_event = w.take_event().await;
+    assert!(old_event.contains(&old_etag), "{old_event}");
+    send(&w.aws, &w.queue, &old_event).await;
+    let first = w.run_until_empty(&[]).await;
+    first.assert_success();
+    w.assert_variants(key, &old_etag, TINY_SMALL, TINY).await;
+
+    // A different picture at the same key (60x40: never upscaled).
+    let new_etag = w
+        .upload(key, &fixture("small-60x40.jpg"), "image/jpeg")
+        .await;
+    assert_ne!(old_etag, new_etag);
+    let second = w.run_until_empty(&[]).await;
+    second.assert_success();
+    assert_eq!(second.stat("processed"), 1, "{}", second.stderr);
+    w.assert_variants(key, &new_etag, (60, 40), (60, 40)).await;
+
+    // The old event again, late.
+    send(&w.aws, &w.queue, &old_event).await;
+    let third = w.run_until_empty(&[]).await;
+    third.assert_success();
+    assert_eq!(third.stat("superseded"), 1, "{}", third.stderr);
+    assert_eq!(third.stat("processed"), 0, "{}", third.stderr);
+    w.assert_variants(key, &new_etag, (60, 40), (60, 40)).await;
+    w.assert_queues_empty().await;
+}
+
+// --- 4 -------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn bad_inputs_are_dead_lettered_with_their_reason_and_the_worker_carries_on() {
+    let ctx = context!("bad_inputs_are_dead_lettered_with_their_reason_and_the_worker_carries_on");
+    let w = world(ctx, "bad", true).await;
+    w.upload("bad/truncated.jpg", &fixture("truncated.jpg"), "image/jpeg")
+        .await;
+    w.upload("bad/page.jpg", &fixture("page.jpg"), "image/jpeg")
+        .await;
+    send(&w.aws, &w.queue, "not json").await;
+    let good = w
+        .upload("good/tiny.jpg", &fixture("tiny.jpg"), "image/jpeg")
+        .await;
+
+    let run = w.run_until_empty(&[]).await;
+    run.assert_success();
+    w.assert_variants("good/tiny.jpg", &good, TINY_SMALL, TINY)
+        .await;
+    assert_eq!(run.stat("processed"), 1, "{}", run.stderr);
+    assert_eq!(run.stat("dead_lettered"), 3, "{}", run.stderr);
+    assert_eq!(
+        w.depth_of(&w.queue).await,
+        (0, 0, 0),
+        "source queue (visible, not visible, delayed)"
+    );
+
+    // The DLQ: three copies with their reasons.
+    let mut dead: HashMap<String, (String, HashMap<String, String>)> = HashMap::new();
+    for _ in 0..10 {
+        if dead.len() >= 3 {
+            break;
+        }
+        let got = w
+            .aws
+            .sqs
+            .receive_message()
+            .queue_url(&w.dlq)
+            .max_number_of_messages(10)
+            .message_attribute_names("All")
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("ReceiveMessage DLQ");
+        for m in got.messages() {
+            let attrs: HashMap<String, String> = m
+                .message_attributes()
+                .map(|a| {
+                    a.iter()
+                        .map(|(k, v)| (k.clone(), v.string_value().unwrap_or_default().to_string()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let kind = attrs.get("error_kind").cloned().unwrap_or_default();
+            dead.insert(kind, (m.body().unwrap_or_default().to_string(), attrs));
+        }
+    }
+    let kinds: HashSet<&str> = dead.keys().map(String::as_str).collect();
+    assert_eq!(
+        kinds,
+        HashSet::from(["corrupt", "unsupported", "poison"]),
+        "{dead:#?}"
+    );
+    for (kind, (body, attrs)) in &dead {
+        for name in [
+            "error_reason",
+            "source_queue",
+            "receive_count",
+            "first_failed_at",
+        ] {
+            assert!(
+                attrs.get(name).is_some_and(|v| !v.is_empty()),
+                "{kind}: no {name} in {attrs:?}"
+            );
+        }
+        assert_eq!(attrs["source_queue"], w.queue, "{kind}");
+        assert_eq!(attrs["receive_count"], "1", "{kind}");
+        assert!(
+            attrs["first_failed_at"].starts_with("20") && attrs["first_failed_at"].ends_with('Z'),
+            "{kind}: {}",
+            attrs["first_failed_at"]
+        );
+        match kind.as_str() {
+            "poison" => assert_eq!(body, "not json"),
+            "corrupt" => assert!(attrs["error_reason"].contains("truncated.jpg"), "{attrs:?}"),
+            "unsupported" => assert!(attrs["error_reason"].contains("page.jpg"), "{attrs:?}"),
+            _ => unreachable!(),
+        }
+    }
+    assert!(w.dest_keys().await.iter().all(|k| k.contains("good/")));
+}
+
+// --- 5 -------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_missing_destination_bucket_is_retried_until_it_exists() {
+    let ctx = context!("a_missing_destination_bucket_is_retried_until_it_exists");
+    let w = world(ctx, "tra", false).await;
+    let key = "late/bucket.jpg";
+    let etag = w.upload(key, &fixture("tiny.jpg"), "image/jpeg").await;
+
+    let worker = w.spawn(true, &[("RESIZEQ_QUEUE__RETRY_BASE_SECS", "1")]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    create_bucket_named(&w.aws, &w.dest).await;
+    let run = worker.finish(RUN_TIMEOUT).await;
+    run.assert_success();
+
+    w.assert_variants(key, &etag, TINY_SMALL, TINY).await;
+    assert!(run.stat("retried") >= 1, "{}", run.stderr);
+    assert_eq!(run.stat("processed"), 1, "{}", run.stderr);
+    assert!(
+        run.logs
+            .iter()
+            .any(|l| log_message(l) == "transient failure, retrying later"),
+        "{}",
+        run.stderr
+    );
+    let done = run.done();
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert!(done[0].1 >= 2, "processed on receive {}", done[0].1);
+    w.assert_queues_empty().await;
+}
+
+// --- 6 -------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn sigkill_mid_batch_loses_nothing() {
+    let test = "sigkill_mid_batch_loses_nothing";
+    let ctx = context!(test);
+    let w = world(ctx, "kill", true).await;
+    let mut uploads = Vec::new();
+    if let Some(jpeg) = corpus_file("jpg05_seeding.jpg", test) {
+        let etag = w.upload("kill/corpus.jpg", &jpeg, "image/jpeg").await;
+        uploads.push(("kill/corpus.jpg".to_string(), etag, true));
+    }
+    let tiny = fixture("tiny.jpg");
+    let png = fixture("tiny.png");
+    for i in 0..10 - uploads.len() {
+        let (key, bytes, ct) = if i % 2 == 0 {
+            (format!("kill/{i}.jpg"), &tiny, "image/jpeg")
+        } else {
+            (format!("kill/{i}.png"), &png, "image/png")
+        };
+        let etag = w.upload(&key, bytes, ct).await;
+        uploads.push((key, etag, false));
+    }
+
+    let vis = [("RESIZEQ_QUEUE__VISIBILITY_TIMEOUT_SECS", "2")];
+    let mut worker = w.spawn(false, &vis);
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline && w.dest_keys().await.is_empty() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    worker.child.start_kill().expect("SIGKILL");
+    let status = worker.child.wait().await.expect("wait");
+    assert!(!status.success(), "killed: {status}");
+    let partial = w.dest_keys().await.len();
+
+    let run = w.run_until_empty(&vis).await;
+    run.assert_success();
+    for (key, etag, corpus) in &uploads {
+        if *corpus {
+            assert_corpus_variants(&w, key, etag).await;
+        } else {
+            w.assert_variants(key, etag, TINY_SMALL, TINY).await;
+        }
+    }
+    assert_eq!(w.dest_keys().await.len(), 20);
+    w.assert_queues_empty().await;
+    let _ = writeln!(
+        std::io::stderr(),
+        "{test}: {partial} variants before the kill; second run: {:?}",
+        run.stats()
+    );
+}
+
+// --- 7 -------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn sigterm_during_a_slow_job_finishes_or_releases_it() {
+    let test = "sigterm_during_a_slow_job_finishes_or_releases_it";
+    let ctx = context!(test);
+    let Some(big) = corpus_file("png03_kay.png", test) else {
+        return;
+    };
+    let w = world(ctx, "term", true).await;
+    let key = "slow/kay.png";
+    let etag = w.upload(key, &big, "image/png").await;
+
+    let shutdown_secs = 30;
+    let timeout = shutdown_secs.to_string();
+    let worker = w.spawn(
+        false,
+        &[("RESIZEQ_WORKER__SHUTDOWN_TIMEOUT_SECS", timeout.as_str())],
+    );
+    // Received: in flight on the queue.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, in_flight, _) = w.depth_of(&w.queue).await;
+        if in_flight >= 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker never received the message"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let finished_before = !w.dest_keys().await.is_empty();
+    worker.signal("TERM");
+    let signalled = Instant::now();
+    let run = worker.finish(Duration::from_secs(shutdown_secs + 10)).await;
+    let took = signalled.elapsed();
+    run.assert_success();
+    assert!(
+        took < Duration::from_secs(shutdown_secs + 2),
+        "exit {took:?} after SIGTERM"
+    );
+    assert!(
+        run.logs
+            .iter()
+            .any(|l| log_message(l).starts_with("shutdown requested")),
+        "{}",
+        run.stderr
+    );
+    let in_flight = run
+        .logs
+        .iter()
+        .find(|l| log_message(l) == "stopping: finishing jobs in flight")
+        .and_then(|l| l.pointer("/fields/in_flight").and_then(Value::as_u64));
+
+    let written = w.dest_keys().await.len() == 2;
+    let (visible, not_visible, delayed) = w.depth_of(&w.queue).await;
+    let _ = writeln!(
+        std::io::stderr(),
+        "{test}: done before SIGTERM: {finished_before}; in flight at SIGTERM: {in_flight:?}; \
+         exit {took:?} after it; variants written: {written}; queue after: \
+         ({visible}, {not_visible}, {delayed}); stats {:?}",
+        run.stats()
+    );
+    if written {
+        assert_corpus_variants(&w, key, &etag).await;
+        assert_eq!(
+            (visible, not_visible, delayed),
+            (0, 0, 0),
+            "written and acknowledged"
+        );
+    } else {
+        assert_eq!(
+            visible + not_visible + delayed,
+            1,
+            "not written, so the message must still be on the queue"
+        );
+        assert_eq!(run.stat("released"), 1, "{}", run.stderr);
+    }
+    // Either way, nothing is lost: a later run leaves the variants and an empty queue.
+    let again = w.run_until_empty(&[]).await;
+    again.assert_success();
+    assert_corpus_variants(&w, key, &etag).await;
+    w.assert_queues_empty().await;
+}
+
+// --- 8 -------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn jobs_slower_than_the_visibility_timeout_are_not_redelivered() {
+    let test = "jobs_slower_than_the_visibility_timeout_are_not_redelivered";
+    let ctx = context!(test);
+    let names = ["jpg03_infinite-sea.jpg", "png03_kay.png", "jpg13_volna.jpg"];
+    let mut files = Vec::new();
+    for name in names {
+        match corpus_file(name, test) {
+            Some(bytes) => files.push((name, bytes)),
+            None => return,
+        }
+    }
+    let w = world(ctx, "slow", true).await;
+    let mut uploads = Vec::new();
+    for (name, bytes) in &files {
+        let ct = if name.ends_with(".png") {
+            "image/png"
+        } else {
+            "image/jpeg"
+        };
+        let key = format!("slow/{name}");
+        let etag = w.upload(&key, bytes, ct).await;
+        uploads.push((key, etag));
+    }
+    let run = w
+        .run_until_empty(&[
+            ("RESIZEQ_QUEUE__VISIBILITY_TIMEOUT_SECS", "1"),
+            ("RESIZEQ_WORKER__CPU_WORKERS", "1"),
+        ])
+        .await;
+    run.assert_success();
+    for (key, etag) in &uploads {
+        assert_corpus_variants(&w, key, etag).await;
+    }
+    let done = run.done();
+    // The test means something only if some message stayed in flight longer than the 1 s
+    // visibility: all were received in one batch and ran one at a time, so the last `done`
+    // comes more than 1 s after the worker started polling.
+    let started = run
+        .log_time("resizeq worker starting")
+        .expect("a start line");
+    let last_done = run
+        .logs
+        .iter()
+        .filter(|l| log_message(l) == "done")
+        .filter_map(log_time)
+        .max()
+        .expect("a done line");
+    let busy = last_done.duration_since(started).unwrap_or_default();
+    let _ = writeln!(
+        std::io::stderr(),
+        "{test}: run took {:?}; last job done {busy:?} after start; done {done:?}",
+        run.elapsed
+    );
+    assert!(
+        busy > Duration::from_millis(1500),
+        "the jobs were too fast ({busy:?}) to outlive the 1 s visibility timeout"
+    );
+    assert_eq!(
+        done,
+        vec![("processed".to_string(), 1); uploads.len()],
+        "each message processed once, on its first receive:\n{}",
+        run.stderr
+    );
+    assert_eq!(run.stat("received"), uploads.len() as u64, "{}", run.stderr);
+    assert_eq!(run.stat("skipped"), 0);
+    w.assert_queues_empty().await;
+    // Receive counts as SQS saw them: the messages are gone, so only the worker's logs tell;
+    // and the variants were written once (a redelivery would have been `skipped`, above).
+}
+
+// --- 7b: SIGTERM with jobs waiting for the CPU ------------------------------------------------
+
+#[tokio::test]
+async fn sigterm_releases_jobs_that_have_not_started() {
+    let test = "sigterm_releases_jobs_that_have_not_started";
+    let ctx = context!(test);
+    let mut files = Vec::new();
+    for name in ["png03_kay.png", "jpg03_infinite-sea.jpg", "jpg13_volna.jpg"] {
+        match corpus_file(name, test) {
+            Some(bytes) => files.push((name, bytes)),
+            None => return,
+        }
+    }
+    let w = world(ctx, "rel", true).await;
+    let mut uploads = Vec::new();
+    for (name, bytes) in &files {
+        let ct = if name.ends_with(".png") {
+            "image/png"
+        } else {
+            "image/jpeg"
+        };
+        let key = format!("rel/{name}");
+        let etag = w.upload(&key, bytes, ct).await;
+        uploads.push((key, etag));
+    }
+    let worker = w.spawn(
+        false,
+        &[
+            ("RESIZEQ_WORKER__CPU_WORKERS", "1"),
+            ("RESIZEQ_WORKER__SHUTDOWN_TIMEOUT_SECS", "30"),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while w.depth_of(&w.queue).await.1 < uploads.len() as u64 {
+        assert!(
+            Instant::now() < deadline,
+            "the worker never received them all"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    worker.signal("TERM");
+    let signalled = Instant::now();
+    let run = worker.finish(Duration::from_secs(40)).await;
+    let took = signalled.elapsed();
+    run.assert_success();
+    let (processed, released) = (run.stat("processed"), run.stat("released"));
+    let (visible, not_visible, delayed) = w.depth_of(&w.queue).await;
+    let _ = writeln!(
+        std::io::stderr(),
+        "{test}: exit {took:?} after SIGTERM; processed {processed}, released {released}; \
+         queue after ({visible}, {not_visible}, {delayed})"
+    );
+    assert_eq!(processed + released, uploads.len() as u64, "{}", run.stderr);
+    assert!(
+        released >= 1,
+        "with one CPU worker some job must still have been waiting"
+    );
+    // Released messages are visible again at once, not after the visibility timeout.
+    assert_eq!((visible, not_visible, delayed), (released, 0, 0));
+    assert_eq!(w.dest_keys().await.len() as u64, processed * 2);
+
+    let again = w.run_until_empty(&[]).await;
+    again.assert_success();
+    assert_eq!(again.stat("processed"), released, "{}", again.stderr);
+    for (key, etag) in &uploads {
+        assert_corpus_variants(&w, key, etag).await;
+    }
+    w.assert_queues_empty().await;
+}
+
+// --- 7c: SIGTERM with a job longer than the shutdown timeout ------------------------------------
+
+#[tokio::test]
+async fn sigterm_abandons_a_job_at_the_shutdown_timeout() {
+    let test = "sigterm_abandons_a_job_at_the_shutdown_timeout";
+    let ctx = context!(test);
+    let Some(big) = corpus_file("png03_kay.png", test) else {
+        return;
+    };
+    let w = world(ctx, "aban", true).await;
+    let key = "abandon/kay.png";
+    let etag = w.upload(key, &big, "image/png").await;
+    let settings = [
+        ("RESIZEQ_WORKER__SHUTDOWN_TIMEOUT_SECS", "1"),
+        ("RESIZEQ_QUEUE__VISIBILITY_TIMEOUT_SECS", "2"),
+    ];
+    let worker = w.spawn(false, &settings);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while w.depth_of(&w.queue).await.1 < 1 {
+        assert!(Instant::now() < deadline, "the worker never received it");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    worker.signal("TERM");
+    let signalled = Instant::now();
+    let signalled_at = std::time::SystemTime::now();
+    let run = worker.finish(Duration::from_secs(30)).await;
+    let took = signalled.elapsed();
+    run.assert_success();
+    let stopped_log = run
+        .log_time("resizeq worker stopped")
+        .and_then(|t| t.duration_since(signalled_at).ok());
+    let abandoned = run
+        .logs
+        .iter()
+        .any(|l| log_message(l).starts_with("shutdown timeout: abandoning jobs"));
+    let _ = writeln!(
+        std::io::stderr(),
+        "{test}: exit {took:?} after SIGTERM; abandoned: {abandoned}; stats {:?}",
+        run.stats()
+    );
+    if abandoned {
+        assert_eq!(run.stat("processed"), 0);
+        assert!(
+            took < Duration::from_millis(2500),
+            "worker.shutdown_timeout_secs = 1 but the process took {took:?} to exit after \
+             SIGTERM (its `resizeq worker stopped` line came {stopped_log:?} after SIGTERM)"
+        );
+    }
+    // Not lost: it reappears after its visibility timeout and a later run makes the variants.
+    let again = w.run_until_empty(&settings).await;
+    again.assert_success();
+    assert_corpus_variants(&w, key, &etag).await;
+    w.assert_queues_empty().await;
+}
