@@ -351,6 +351,32 @@ fn keep_policy_keeps_exif_without_gps_orientation_or_extended_xmp() {
 }
 
 #[test]
+fn keep_policy_carries_exif_into_png_and_webp_outputs_too() {
+    let mut png = VariantSpec::jpeg_width(100);
+    png.format = OutputFormat::Png;
+    let mut webp = VariantSpec::jpeg_width(100);
+    webp.format = OutputFormat::Webp;
+    let pipeline = pipeline_with(vec![png, webp], |s| {
+        s.output.metadata = MetadataPolicy::Keep;
+        s.output.key_template = "{ext}/{key}".into();
+    });
+    let out = pipeline.process(&fixture("meta.jpg"), "m.jpg").unwrap();
+    for v in &out.variants {
+        assert!(
+            contains(&v.bytes, b"ResizeqTestMake"),
+            "{}: EXIF kept",
+            v.name
+        );
+        assert!(!contains(&v.bytes, b"RESIZEQ-XMPEXT-MARKER"), "{}", v.name);
+        assert_eq!(decode_rgba(&v.bytes).dimensions(), (100, 75), "{}", v.name);
+    }
+    assert!(
+        contains(&out.variants[1].bytes, b"RESIZEQ-XMP-MARKER"),
+        "WebP keeps the main XMP"
+    );
+}
+
+#[test]
 fn keep_policy_drops_the_orientation_of_rotated_sources() {
     let pipeline = pipeline_with(resizeq::pipeline::settings::default_variants(), |s| {
         s.output.metadata = MetadataPolicy::Keep

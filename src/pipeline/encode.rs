@@ -55,6 +55,10 @@ fn png(px: &Pixels, meta: &OutputMetadata) -> Result<Vec<u8>> {
         // A profile the encoder rejects is dropped rather than failing the variant.
         let _ = encoder.set_icc_profile(icc.clone());
     }
+    if let Some(exif) = &meta.exif {
+        // eXIf chunk. (XMP would need an iTXt chunk, which this encoder does not write.)
+        let _ = encoder.set_exif_metadata(exif.clone());
+    }
     let color = if px.channels == 4 {
         image::ExtendedColorType::Rgba8
     } else {
