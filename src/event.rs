@@ -101,23 +101,11 @@ fn s3_record(record: &Value) -> Result<Option<ObjectCreated>> {
     Ok(Some(ObjectCreated {
         bucket: bucket.to_string(),
         key,
-        etag: object
-            .get("eTag")
-            .and_then(Value::as_str)
-            .map(|e| e.trim_matches('"').to_string()),
+        etag: text(object, "eTag").map(|e| e.trim_matches('"').to_string()),
         size: object.get("size").and_then(Value::as_u64),
-        sequencer: object
-            .get("sequencer")
-            .and_then(Value::as_str)
-            .map(String::from),
-        version_id: object
-            .get("versionId")
-            .and_then(Value::as_str)
-            .map(String::from),
-        event_time: record
-            .get("eventTime")
-            .and_then(Value::as_str)
-            .map(String::from),
+        sequencer: text(object, "sequencer"),
+        version_id: text(object, "versionId"),
+        event_time: text(record, "eventTime"),
     }))
 }
 
@@ -137,21 +125,17 @@ fn eventbridge(value: &Value) -> Result<Parsed> {
     Ok(Parsed::Created(vec![ObjectCreated {
         bucket: bucket.to_string(),
         key: key.to_string(),
-        etag: object
-            .get("etag")
-            .and_then(Value::as_str)
-            .map(|e| e.trim_matches('"').to_string()),
+        etag: text(object, "etag").map(|e| e.trim_matches('"').to_string()),
         size: object.get("size").and_then(Value::as_u64),
-        sequencer: object
-            .get("sequencer")
-            .and_then(Value::as_str)
-            .map(String::from),
-        version_id: object
-            .get("version-id")
-            .and_then(Value::as_str)
-            .map(String::from),
-        event_time: value.get("time").and_then(Value::as_str).map(String::from),
+        sequencer: text(object, "sequencer"),
+        version_id: text(object, "version-id"),
+        event_time: text(value, "time"),
     }]))
+}
+
+/// An optional string field (S3 and EventBridge spell the same fields differently).
+fn text(value: &Value, field: &str) -> Option<String> {
+    value.get(field).and_then(Value::as_str).map(String::from)
 }
 
 fn str_at<'a>(value: &'a Value, path: &[&str]) -> Option<&'a str> {
