@@ -1,6 +1,5 @@
 //! `resizeq run`: wiring of config, adapters, logging and signals around [`crate::worker::run`].
 
-use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,28 +9,9 @@ use tracing::{info, warn};
 use crate::adapters::{aws, s3::S3Store, sqs::SqsQueue};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::ports::Queue;
+use crate::telemetry::{self, catalogue};
 use crate::worker::{self, Mode, WorkerContext};
-
-/// Logs: JSON when stderr is not a terminal (containers), human-readable on a terminal.
-/// `RESIZEQ_LOG` (or `RUST_LOG`) sets the filter; default `info`.
-pub fn init_logging() {
-    let filter = std::env::var("RESIZEQ_LOG")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "info".into());
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::io::stderr().is_terminal() {
-        builder.init();
-    } else {
-        builder
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .init();
-    }
-}
 
 /// Cancels `token` on the first SIGTERM or SIGINT, naming it; exits the process at once on a
 /// second one.
@@ -85,6 +65,19 @@ pub async fn run_queue(config: &Config, mode: Mode, shutdown: CancellationToken)
     );
     let store = S3Store::new(aws::s3_client(&sdk, &config.aws));
     let ctx = Arc::new(WorkerContext::new(config, queue, store)?);
+
+    let listener = telemetry::server::bind(&config.metrics.listen).await?;
+    let prometheus = telemetry::install_prometheus()?;
+    metrics::gauge!(catalogue::MEMORY_BUDGET.name)
+        .set(config.worker.memory_budget_mib as f64 * (1 << 20) as f64);
+    telemetry::server::spawn(listener, Some(prometheus), ctx.health.clone());
+    let dlq = config
+        .queue
+        .dlq_url
+        .as_ref()
+        .map(|dlq| SqsQueue::new(aws::sqs_client(&sdk), dlq.clone(), None));
+    tokio::spawn(poll_queue_depths(ctx.clone(), dlq));
+
     info!(
         queue = %url,
         dlq = config.queue.dlq_url.as_deref().unwrap_or("(none: redrive policy)"),
@@ -107,4 +100,29 @@ pub async fn run_queue(config: &Config, mode: Mode, shutdown: CancellationToken)
         "resizeq worker stopped"
     );
     Ok(())
+}
+
+/// Keeps `resizeq_queue_messages{queue,state}` current for the dashboard and the alerts (a
+/// backlog nobody processes, a growing DLQ): one GetQueueAttributes per queue every 30 s.
+async fn poll_queue_depths(ctx: Arc<WorkerContext<SqsQueue, S3Store>>, dlq: Option<SqsQueue>) {
+    let mut every = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        every.tick().await;
+        let queues = std::iter::once(("source", &ctx.queue)).chain(dlq.iter().map(|q| ("dlq", q)));
+        for (name, queue) in queues {
+            match queue.depth().await {
+                Ok(depth) => {
+                    for (state, count) in [
+                        ("visible", depth.visible),
+                        ("in_flight", depth.in_flight),
+                        ("delayed", depth.delayed),
+                    ] {
+                        metrics::gauge!(catalogue::QUEUE_MESSAGES.name, "queue" => name, "state" => state)
+                            .set(count as f64);
+                    }
+                }
+                Err(e) => warn!(queue = name, error = %e, "queue depth unavailable"),
+            }
+        }
+    }
 }

@@ -11,6 +11,8 @@
 //! - [`config`]: defaults → TOML file → `RESIZEQ_` environment, validated once.
 //! - [`ports`]: the queue and object-store traits the worker core uses; [`event`]: what a
 //!   queue message means (S3, SNS, EventBridge shapes).
+//! - [`telemetry`]: the metric catalogue, the `/metrics` `/healthz` `/readyz` listener and
+//!   logs + OpenTelemetry traces.
 //! - [`error`]: typed errors that say whether a failure is permanent or transient.
 
 pub mod adapters;
@@ -23,6 +25,7 @@ pub mod error;
 pub mod event;
 pub mod pipeline;
 pub mod ports;
+pub mod telemetry;
 #[cfg(feature = "codecs")]
 pub mod worker;
 

@@ -259,6 +259,72 @@ async fn a_transient_fault_is_retried_with_backoff_then_succeeds() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_panicking_job_is_dead_lettered_and_the_worker_goes_on() {
+    let ctx = context(true, |_| {});
+    let bad = ctx.store.insert("photos", "boom.jpg", fixture("tiny.jpg"));
+    let good = ctx.store.insert("photos", "fine.jpg", fixture("tiny.jpg"));
+    ctx.store
+        .panicking_keys
+        .lock()
+        .unwrap()
+        .push("boom.jpg".into());
+    ctx.queue
+        .send(s3_notification("photos", "boom.jpg", Some(&bad), None));
+    ctx.queue
+        .send(s3_notification("photos", "fine.jpg", Some(&good), None));
+    drain(&ctx).await;
+
+    let dead = ctx.queue.dead_letters();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].1.error_kind, "panic");
+    assert!(dead[0].0.body.contains("boom.jpg"));
+    assert_eq!(stat(&ctx, "dead_lettered"), 1);
+    assert_eq!(
+        stat(&ctx, "processed"),
+        1,
+        "the other message still processed"
+    );
+    assert_eq!(
+        ctx.store.keys("photos-resized"),
+        ["500/fine.jpg.jpg", "80/fine.jpg.jpg"]
+    );
+    assert!(ctx.queue.remaining().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn ready_after_the_first_poll_and_not_while_draining() {
+    let ctx = context(true, |_| {});
+    *ctx.store.get_delay.lock().unwrap() = Duration::from_secs(60);
+    let etag = ctx.store.insert("photos", "slow.jpg", fixture("tiny.jpg"));
+    ctx.queue
+        .send(s3_notification("photos", "slow.jpg", Some(&etag), None));
+    assert_eq!(
+        ctx.health.readiness(),
+        Err("no successful poll of the queue yet")
+    );
+    let shutdown = CancellationToken::new();
+    let worker = tokio::spawn(run(
+        ctx.clone(),
+        Mode::Forever,
+        Duration::from_secs(120),
+        shutdown.clone(),
+    ));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(ctx.health.readiness(), Ok(()), "polled, job in flight");
+    assert!(ctx.health.is_live());
+    shutdown.cancel();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(ctx.health.readiness(), Err("draining for shutdown"));
+    assert!(!worker.is_finished(), "the slow job is still running");
+    worker.await.unwrap().unwrap();
+    assert_eq!(
+        stat(&ctx, "processed"),
+        1,
+        "the job finished during the drain"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn receive_errors_do_not_stop_the_worker() {
     let ctx = context(true, |_| {});
     ctx.queue

@@ -313,6 +313,8 @@ impl World {
             .env("RESIZEQ_QUEUE__WAIT_TIME_SECS", "1")
             .env("RESIZEQ_QUEUE__RETRY_BASE_SECS", "1")
             .env("RESIZEQ_LOG", "info")
+            // Tests run side by side: no fixed port for the metrics listener.
+            .env("RESIZEQ_METRICS__LISTEN", "127.0.0.1:0")
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -1206,4 +1208,303 @@ async fn sigterm_abandons_a_job_at_the_shutdown_timeout() {
     again.assert_success();
     assert_corpus_variants(&w, key, &etag).await;
     w.assert_queues_empty().await;
+}
+
+// --- 7d: a second signal during the drain exits at once -----------------------------------------
+
+/// A 64 MP PNG (a smooth gradient: small to upload, ~a second to decode): a job long enough to
+/// signal the worker twice while it runs.
+fn slow_png() -> Vec<u8> {
+    let (w, h) = (8000u32, 8000u32);
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x / 32) as u8, (y / 32) as u8, ((x + y) / 64) as u8])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+#[tokio::test]
+async fn a_second_signal_exits_at_once() {
+    let test = "a_second_signal_exits_at_once";
+    let ctx = context!(test);
+    let w = world(ctx, "sig2", true).await;
+    let png = slow_png();
+    let key = "twice/gradient.png";
+    let etag = w.upload(key, &png, "image/png").await;
+    let worker = w.spawn(false, &[("RESIZEQ_WORKER__SHUTDOWN_TIMEOUT_SECS", "60")]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !worker
+        .lines
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("resizeq worker starting"))
+        || w.depth_of(&w.queue).await.1 < 1
+    {
+        assert!(Instant::now() < deadline, "the worker never received it");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    worker.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    worker.signal("INT");
+    let run = worker.finish(Duration::from_secs(30)).await;
+    let processed = run.stderr.contains("variants written");
+    assert!(
+        !processed,
+        "the job finished before the second signal: make the test image slower\n{}",
+        run.stderr
+    );
+    assert_eq!(run.status.code(), Some(130), "{}", run.stderr);
+    assert!(
+        run.logs
+            .iter()
+            .any(|l| log_message(l).starts_with("second signal")),
+        "{}",
+        run.stderr
+    );
+    // Nothing was acknowledged: the message comes back and is processed.
+    let again = w
+        .run_until_empty(&[("RESIZEQ_QUEUE__VISIBILITY_TIMEOUT_SECS", "2")])
+        .await;
+    again.assert_success();
+    assert_eq!(w.dest_keys().await.len(), 2, "{}", again.stderr);
+    let v = w.variant("500/twice/gradient.png.jpg").await;
+    assert_eq!(
+        v.metadata.get("resizeq-source-etag").map(String::as_str),
+        Some(etag.as_str())
+    );
+    w.assert_queues_empty().await;
+}
+
+// --- Observability: /metrics, /healthz, /readyz ------------------------------------------------
+
+/// A port free right now (the worker binds it a moment later).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET over plain HTTP/1.0: (status, body); `None` while nothing listens.
+async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+/// One sample of a scrape: the value of `name` whose labels include all of `labels`.
+fn sample(scrape: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+            let matches = metric == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+            matches.then(|| value.parse().ok()).flatten()
+        })
+}
+
+#[tokio::test]
+async fn metrics_count_what_the_worker_did() {
+    let test = "metrics_count_what_the_worker_did";
+    let ctx = context!(test);
+    let w = world(ctx, "metr", true).await;
+    w.upload("m/a.jpg", &fixture("tiny.jpg"), "image/jpeg")
+        .await;
+    w.upload("m/b.jpg", &fixture("tiny.jpg"), "image/jpeg")
+        .await;
+    w.upload("m/c.png", &fixture("tiny.png"), "image/png").await;
+    w.upload("m/poison.jpg", b"not an image at all", "image/jpeg")
+        .await;
+
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let worker = w.spawn(false, &[("RESIZEQ_METRICS__LISTEN", listen.as_str())]);
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    let scrape = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the worker never finished the four uploads"
+        );
+        if let Some((200, text)) = http_get(port, "/metrics").await {
+            let done = |outcome| {
+                sample(&text, "resizeq_messages_total", &[("outcome", outcome)]).unwrap_or(0.0)
+            };
+            if done("processed") + done("dead_lettered") >= 4.0 {
+                break text;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let value = |name: &str, labels: &[(&str, &str)]| {
+        sample(&scrape, name, labels)
+            .unwrap_or_else(|| panic!("{name}{labels:?} missing from /metrics:\n{scrape}"))
+    };
+    assert_eq!(value("resizeq_messages_received_total", &[]), 4.0);
+    assert_eq!(
+        value("resizeq_messages_total", &[("outcome", "processed")]),
+        3.0
+    );
+    assert_eq!(
+        value("resizeq_messages_total", &[("outcome", "dead_lettered")]),
+        1.0
+    );
+    assert_eq!(
+        value("resizeq_errors_total", &[("error_kind", "unsupported")]),
+        1.0
+    );
+    // Real histograms (buckets), per stage.
+    for (stage, count) in [
+        ("get", 3.0),
+        ("decode", 3.0),
+        ("resize", 3.0),
+        ("encode", 3.0),
+        ("put", 6.0),
+    ] {
+        assert_eq!(
+            value("resizeq_stage_duration_seconds_count", &[("stage", stage)]),
+            count,
+            "{stage}"
+        );
+        assert_eq!(
+            value(
+                "resizeq_stage_duration_seconds_bucket",
+                &[("stage", stage), ("le", "+Inf")]
+            ),
+            count,
+            "{stage}"
+        );
+    }
+    for stage in ["receive", "head", "ack"] {
+        assert!(
+            value("resizeq_stage_duration_seconds_count", &[("stage", stage)]) >= 1.0,
+            "{stage}"
+        );
+    }
+    assert_eq!(value("resizeq_message_duration_seconds_count", &[]), 4.0);
+    assert_eq!(value("resizeq_message_age_seconds_count", &[]), 4.0);
+    assert_eq!(value("resizeq_event_to_variants_seconds_count", &[]), 3.0);
+    assert_eq!(value("resizeq_pipeline_cpu_seconds_count", &[]), 3.0);
+    assert_eq!(
+        value("resizeq_source_bytes_count", &[("format", "jpeg")]),
+        2.0
+    );
+    assert_eq!(
+        value("resizeq_source_bytes_count", &[("format", "png")]),
+        1.0
+    );
+    assert_eq!(
+        value("resizeq_source_pixels_count", &[("format", "png")]),
+        1.0
+    );
+    for variant in ["80", "500"] {
+        assert_eq!(
+            value("resizeq_variants_written_total", &[("variant", variant)]),
+            3.0
+        );
+        assert!(value("resizeq_output_bytes_total", &[("variant", variant)]) > 100.0);
+    }
+    assert_eq!(value("resizeq_jobs_in_flight", &[]), 0.0);
+    assert_eq!(value("resizeq_memory_budget_bytes_in_use", &[]), 0.0);
+    assert_eq!(
+        value("resizeq_memory_budget_bytes", &[]),
+        1024.0 * 1024.0 * 1024.0
+    );
+    assert_eq!(
+        value(
+            "resizeq_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        1.0
+    );
+    assert!(
+        value(
+            "resizeq_queue_messages",
+            &[("queue", "source"), ("state", "visible")]
+        ) >= 0.0
+    );
+    assert!(
+        value(
+            "resizeq_queue_messages",
+            &[("queue", "dlq"), ("state", "visible")]
+        ) >= 0.0
+    );
+    assert!(
+        !scrape.contains("m/poison.jpg") && !scrape.contains(&w.source),
+        "keys and bucket names never become labels"
+    );
+
+    assert_eq!(http_get(port, "/healthz").await.map(|r| r.0), Some(200));
+    let (status, body) = http_get(port, "/readyz").await.unwrap();
+    assert_eq!((status, body.as_str()), (200, "ready\n"));
+    let (_, scrape) = http_get(port, "/metrics").await.unwrap();
+    assert_eq!(sample(&scrape, "resizeq_ready", &[]), Some(1.0));
+
+    worker.signal("TERM");
+    worker.finish(RUN_TIMEOUT).await.assert_success();
+}
+
+#[tokio::test]
+async fn not_ready_until_the_queue_answers_and_a_taken_port_fails_start_up() {
+    let test = "not_ready_until_the_queue_answers_and_a_taken_port_fails_start_up";
+    let ctx = context!(test);
+    let w = world(ctx, "rdy", true).await;
+    // Nothing listens on the AWS endpoint: polls fail, the process lives, it is not ready.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let worker = w.spawn(
+        false,
+        &[
+            ("RESIZEQ_METRICS__LISTEN", listen.as_str()),
+            ("RESIZEQ_AWS__ENDPOINT_URL", dead.as_str()),
+            ("RESIZEQ_QUEUE__VISIBILITY_TIMEOUT_SECS", "30"),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (status, body) = loop {
+        if let Some(answer) = http_get(port, "/readyz").await {
+            break answer;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the metrics listener never came up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("no successful poll"), "{body}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(http_get(port, "/readyz").await.map(|r| r.0), Some(503));
+    assert_eq!(
+        http_get(port, "/healthz").await.map(|r| r.0),
+        Some(200),
+        "alive, just not ready"
+    );
+
+    // A second worker on the same port exits non-zero, naming the address.
+    let clash = w
+        .spawn(false, &[("RESIZEQ_METRICS__LISTEN", listen.as_str())])
+        .finish(RUN_TIMEOUT)
+        .await;
+    assert!(!clash.status.success());
+    assert!(clash.stderr.contains(&listen), "{}", clash.stderr);
+    worker.signal("TERM");
+    worker.finish(RUN_TIMEOUT).await.assert_success();
 }

@@ -147,6 +147,11 @@ where
     R: RawStatus,
 {
     let status = err.raw_response().and_then(RawStatus::http_status);
+    metrics::counter!(
+        crate::telemetry::catalogue::AWS_ERRORS.name,
+        "error_kind" => error_class(&err, status),
+    )
+    .increment(1);
     match &err {
         SdkError::TimeoutError(_) => Error::new(ErrorKind::Service, format!("{op}: timed out")),
         SdkError::DispatchFailure(failure) => {
@@ -199,6 +204,35 @@ where
                 message.push_str(&scrub(text));
             }
             Error::new(kind, message)
+        }
+    }
+}
+
+/// The bounded class of an AWS failure for `resizeq_aws_errors_total{error_kind}`:
+/// throttling, server, timeout, dispatch or client.
+fn error_class<E, R>(err: &SdkError<E, R>, status: Option<u16>) -> &'static str
+where
+    E: ProvideErrorMetadata,
+{
+    match err {
+        SdkError::TimeoutError(_) => "timeout",
+        SdkError::DispatchFailure(failure) if failure.is_timeout() => "timeout",
+        SdkError::DispatchFailure(_) => "dispatch",
+        SdkError::ConstructionFailure(_) => "client",
+        SdkError::ResponseError(_) => "server",
+        _ => {
+            let code = code_name(err.code().unwrap_or(""));
+            if status == Some(429)
+                || code.contains("Throttl")
+                || code == "SlowDown"
+                || code == "RequestLimitExceeded"
+            {
+                "throttling"
+            } else if status.is_some_and(|s| s >= 500) {
+                "server"
+            } else {
+                "client"
+            }
         }
     }
 }

@@ -52,6 +52,15 @@ impl MemoryQueue {
     }
 
     pub fn send(&self, body: impl Into<String>) -> String {
+        self.send_with_attributes(body, HashMap::new())
+    }
+
+    /// Sends with message attributes (a W3C `traceparent`, an `AWSTraceHeader`...).
+    pub fn send_with_attributes(
+        &self,
+        body: impl Into<String>,
+        attributes: HashMap<String, String>,
+    ) -> String {
         let id = format!("m{}", self.next_id.fetch_add(1, Ordering::SeqCst));
         let message = Message {
             id: id.clone(),
@@ -59,7 +68,7 @@ impl MemoryQueue {
             body: body.into(),
             receive_count: 0,
             sent_at: Some(std::time::SystemTime::now()),
-            attributes: HashMap::new(),
+            attributes,
         };
         self.inner.lock().unwrap().messages.push_back(Stored {
             message,
@@ -229,6 +238,10 @@ pub struct MemoryStore {
     objects: Mutex<Objects>,
     /// Buckets that answer every call with a transient error until removed.
     pub unavailable_buckets: Mutex<Vec<String>>,
+    /// Keys whose GET panics (a stand-in for a decoder bug on a hostile file).
+    pub panicking_keys: Mutex<Vec<String>>,
+    /// How long every GET takes (a slow job, on tokio's clock).
+    pub get_delay: Mutex<std::time::Duration>,
     puts: AtomicUsize,
 }
 
@@ -311,6 +324,13 @@ fn fnv(data: &[u8]) -> u64 {
 impl Store for MemoryStore {
     async fn get(&self, bucket: &str, key: &str, if_match: Option<&str>) -> Result<GetOutcome> {
         self.check_available(bucket)?;
+        if self.panicking_keys.lock().unwrap().iter().any(|k| k == key) {
+            panic!("injected panic reading {bucket}/{key}");
+        }
+        let delay = *self.get_delay.lock().unwrap();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         let objects = self.objects.lock().unwrap();
         Ok(match objects.get(&(bucket.to_string(), key.to_string())) {
             None => GetOutcome::NotFound,

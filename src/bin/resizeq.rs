@@ -44,6 +44,9 @@ enum Command {
         #[arg(long, default_value = "out")]
         out: PathBuf,
     },
+    /// Exit 0 if the worker's /healthz (on metrics.listen) answers 200: the container
+    /// HEALTHCHECK (the slim image has no curl).
+    Healthcheck,
     /// Print or validate the effective configuration.
     Config {
         #[command(subcommand)]
@@ -70,7 +73,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Run { until_empty } => {
-            resizeq::daemon::init_logging();
+            let _tracing = resizeq::telemetry::otel::init("resizeq");
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -108,6 +111,15 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("error: {}", e.message());
                     ExitCode::from(2)
+                }
+            }
+        }
+        Command::Healthcheck => {
+            match resizeq::telemetry::server::healthcheck(&config.metrics.listen) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("unhealthy: {}", e.message());
+                    ExitCode::FAILURE
                 }
             }
         }

@@ -108,6 +108,8 @@ impl Pipeline {
         }
         let format = sniff::sniff(data)?;
         let started = Instant::now();
+        // Stage spans: children of the caller's span (the worker's per-message trace).
+        let decode_span = tracing::info_span!("decode", format = format.as_str()).entered();
         let min_scale = |w, h, o| self.min_decode_scale(w, h, o);
         let decoded = decode::decode(data, format, &min_scale, limits)?;
         let orientation = decoded.meta.orientation;
@@ -130,6 +132,7 @@ impl Pipeline {
             decode: started.elapsed(),
             ..Default::default()
         };
+        drop(decode_span);
         let meta = OutputMetadata::for_policy(&decoded.meta, &self.settings.output);
         let (sx, sy) = (
             upright.width as f64 / up_w as f64,
@@ -139,6 +142,8 @@ impl Pipeline {
         for (index, spec) in self.settings.variants.iter().enumerate() {
             let plan = geometry::plan(spec, up_w, up_h);
             let t = Instant::now();
+            let resize_span =
+                tracing::info_span!("resize", variant = %spec.display_name()).entered();
             let resized = RESIZER
                 .with(|r| resize::resize(&mut r.borrow_mut(), &upright, &plan.scaled(sx, sy)))?;
             let resized = match spec.format {
@@ -146,9 +151,13 @@ impl Pipeline {
                 _ => resize::unpremultiply(resized)?,
             };
             timings.resize += t.elapsed();
+            drop(resize_span);
             let t = Instant::now();
+            let encode_span =
+                tracing::info_span!("encode", variant = %spec.display_name()).entered();
             let bytes = encode::encode(&resized, spec.format, spec.quality, &meta)?;
             timings.encode += t.elapsed();
+            drop(encode_span);
             variants.push(Rendered {
                 variant: index,
                 name: spec.display_name(),

@@ -5,12 +5,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use super::WorkerContext;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{self, ObjectCreated, Parsed};
 use crate::ports::{bare_etag, GetOutcome, Message, PutObject, Queue, Store};
+use crate::telemetry::{self, catalogue};
 
 /// S3 user metadata stored on every variant: what it was made from and with which config.
 pub const META_SOURCE_KEY: &str = "resizeq-source-key";
@@ -77,9 +78,10 @@ pub async fn handle<Q: Queue, S: Store>(
     };
     let mut outcomes = Vec::with_capacity(events.len());
     for event in &events {
+        // `instrument`, not `enter`: a guard held across an await would leak this span into
+        // whatever else runs on the thread meanwhile.
         let span = tracing::info_span!("record", bucket = %event.bucket, key = %event.key);
-        let _enter = span.enter();
-        match process_record(ctx, event, draining).await {
+        match process_record(ctx, event, draining).instrument(span).await {
             Ok(outcome) => {
                 debug!(outcome = ?outcome, "record done");
                 outcomes.push(outcome);
@@ -127,30 +129,32 @@ async fn process_record<Q: Queue, S: Store>(
     // object's current one.
     let source_etag = match &event.etag {
         Some(etag) => Some(bare_etag(etag).to_string()),
-        None => match ctx.store.head(&event.bucket, &event.key).await? {
+        None => match telemetry::timed("head", ctx.store.head(&event.bucket, &event.key)).await? {
             Some(info) => Some(info.etag),
             None => return Ok(RecordOutcome::Superseded),
         },
     };
     if let Some(etag) = &source_etag {
-        if variants_current(ctx, &destination, &keys, etag, &fingerprint).await? {
+        let current = variants_current(ctx, &destination, &keys, etag, &fingerprint);
+        if telemetry::timed("head", current).await? {
             info!("variants already current");
             return Ok(RecordOutcome::Skipped);
         }
     }
 
-    let (bytes, info) = match ctx
+    let get = ctx
         .store
-        .get(&event.bucket, &event.key, source_etag.as_deref())
-        .await?
-    {
+        .get(&event.bucket, &event.key, source_etag.as_deref());
+    let (bytes, info) = match telemetry::timed("get", get).await? {
         GetOutcome::Found { bytes, info } => (bytes, info),
         GetOutcome::Changed | GetOutcome::NotFound => {
             info!("object changed or deleted since the event");
             return Ok(RecordOutcome::Superseded);
         }
     };
+    let source_bytes = bytes.len();
     let output = run_pipeline(ctx, bytes, event.key.clone(), draining).await?;
+    record_pipeline(&output, source_bytes);
 
     let mut metadata = HashMap::new();
     metadata.insert(META_SOURCE_KEY.to_string(), metadata_safe(&event.key));
@@ -160,19 +164,43 @@ async fn process_record<Q: Queue, S: Store>(
     );
     metadata.insert(META_CONFIG.to_string(), fingerprint);
     for variant in output.variants {
-        ctx.store
-            .put(PutObject {
-                bucket: destination.clone(),
-                content_type: variant.content_type().to_string(),
-                key: variant.key,
-                bytes: variant.bytes,
-                cache_control: ctx.destination.cache_control.clone(),
-                metadata: metadata.clone(),
-            })
-            .await?;
+        let written = variant.bytes.len() as u64;
+        let put = ctx.store.put(PutObject {
+            bucket: destination.clone(),
+            content_type: variant.content_type().to_string(),
+            key: variant.key,
+            bytes: variant.bytes,
+            cache_control: ctx.destination.cache_control.clone(),
+            metadata: metadata.clone(),
+        });
+        telemetry::timed("put", put).await?;
+        metrics::counter!(catalogue::OUTPUT_BYTES.name, "variant" => variant.name.clone())
+            .increment(written);
+        metrics::counter!(catalogue::VARIANTS_WRITTEN.name, "variant" => variant.name).increment(1);
+    }
+    if let Some(latency) = event.event_time.as_deref().and_then(since_event) {
+        metrics::histogram!(catalogue::EVENT_TO_VARIANTS.name).record(latency.as_secs_f64());
     }
     info!(variants = keys.len(), "variants written");
     Ok(RecordOutcome::Processed)
+}
+
+/// Stage durations and source size of one pipeline run.
+fn record_pipeline(output: &crate::pipeline::Output, source_bytes: usize) {
+    telemetry::record_stage("decode", output.timings.decode);
+    telemetry::record_stage("resize", output.timings.resize);
+    telemetry::record_stage("encode", output.timings.encode);
+    let format = output.format.as_str();
+    metrics::histogram!(catalogue::SOURCE_BYTES.name, "format" => format)
+        .record(source_bytes as f64);
+    let pixels = output.source_width as f64 * output.source_height as f64;
+    metrics::histogram!(catalogue::SOURCE_PIXELS.name, "format" => format).record(pixels);
+}
+
+/// Time since an S3 `eventTime` (RFC 3339), if it parses and is in the past.
+fn since_event(event_time: &str) -> Option<std::time::Duration> {
+    let at = humantime::parse_rfc3339_weak(event_time.trim_end_matches('Z')).ok()?;
+    std::time::SystemTime::now().duration_since(at).ok()
 }
 
 /// S3 user metadata must be ASCII; non-ASCII keys are stored form-encoded.
@@ -220,13 +248,22 @@ async fn run_pipeline<Q: Queue, S: Store>(
         .acquire_many(cost)
         .await
         .map_err(|_| Error::io("memory budget closed"))?;
+    let _in_use = MemoryInUse::reserve(cost);
     // Waiting for the CPU is not started work: on shutdown, give the message back instead.
     let _cpu = tokio::select! {
         permit = ctx.cpu.acquire() => permit.map_err(|_| Error::io("cpu pool closed"))?,
         _ = draining.cancelled() => return Err(Error::new(ErrorKind::Cancelled, "shutting down")),
     };
     let pipeline = ctx.pipeline.clone();
-    let result = tokio::task::spawn_blocking(move || pipeline.process(&bytes, &key)).await;
+    // The stage spans inside the pipeline become children of this message's span.
+    let span = tracing::Span::current();
+    let result = tokio::task::spawn_blocking(move || {
+        let cpu = ThreadCpuTime::start();
+        let output = span.in_scope(|| pipeline.process(&bytes, &key));
+        metrics::histogram!(catalogue::PIPELINE_CPU.name).record(cpu.elapsed().as_secs_f64());
+        output
+    })
+    .await;
     match result {
         Ok(output) => output,
         Err(join) if join.is_panic() => {
@@ -237,6 +274,46 @@ async fn run_pipeline<Q: Queue, S: Store>(
             ))
         }
         Err(join) => Err(Error::io(format!("pipeline task failed: {join}"))),
+    }
+}
+
+/// `resizeq_memory_budget_bytes_in_use` for as long as a job holds its reservation.
+struct MemoryInUse(f64);
+
+impl MemoryInUse {
+    fn reserve(mib: u32) -> MemoryInUse {
+        let bytes = mib as f64 * (1 << 20) as f64;
+        metrics::gauge!(catalogue::MEMORY_IN_USE.name).increment(bytes);
+        MemoryInUse(bytes)
+    }
+}
+
+impl Drop for MemoryInUse {
+    fn drop(&mut self) {
+        metrics::gauge!(catalogue::MEMORY_IN_USE.name).decrement(self.0);
+    }
+}
+
+/// CPU time of the calling thread: what the pipeline itself costs, apart from waiting.
+struct ThreadCpuTime(std::time::Duration);
+
+impl ThreadCpuTime {
+    fn now() -> std::time::Duration {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes one timespec into the valid pointer we pass.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    }
+
+    fn start() -> ThreadCpuTime {
+        ThreadCpuTime(Self::now())
+    }
+
+    fn elapsed(&self) -> std::time::Duration {
+        Self::now().saturating_sub(self.0)
     }
 }
 

@@ -8,7 +8,9 @@ pub mod local;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures_util::FutureExt;
 
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
@@ -19,7 +21,9 @@ use crate::config::{Config, DestinationConfig, Filters, QueueConfig};
 use crate::error::{Error, Result};
 use crate::pipeline::Pipeline;
 use crate::ports::{DeadLetter, Message, Queue, Store};
+use crate::telemetry::{self, catalogue, health::Health};
 use job::{Decision, MessageOutcome};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// Everything a job needs, shared by all jobs.
 pub struct WorkerContext<Q, S> {
@@ -34,6 +38,8 @@ pub struct WorkerContext<Q, S> {
     pub memory_budget_mib: u32,
     pub max_in_flight: usize,
     pub stats: Stats,
+    /// What `/healthz` and `/readyz` answer; fed by the receive loop.
+    pub health: Arc<Health>,
 }
 
 impl<Q, S> WorkerContext<Q, S> {
@@ -56,6 +62,9 @@ impl<Q, S> WorkerContext<Q, S> {
             memory_budget_mib,
             max_in_flight: config.worker.max_in_flight,
             stats: Stats::default(),
+            health: Arc::new(Health::new(Duration::from_secs(
+                config.queue.wait_time_secs,
+            ))),
         })
     }
 
@@ -69,7 +78,47 @@ impl<Q, S> WorkerContext<Q, S> {
     }
 }
 
-/// Counts of message outcomes (the metrics issue exports these).
+/// How a message left this worker, for the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Processed,
+    Skipped,
+    Superseded,
+    Ignored,
+    /// Made visible again after a backoff (transient failure).
+    Retried,
+    DeadLettered,
+    /// Given back unstarted at shutdown, or abandoned at the shutdown deadline.
+    Released,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Processed => "processed",
+            Outcome::Skipped => "skipped",
+            Outcome::Superseded => "superseded",
+            Outcome::Ignored => "ignored",
+            Outcome::Retried => "retried",
+            Outcome::DeadLettered => "dead_lettered",
+            Outcome::Released => "released",
+        }
+    }
+}
+
+impl From<MessageOutcome> for Outcome {
+    fn from(outcome: MessageOutcome) -> Outcome {
+        match outcome {
+            MessageOutcome::Processed => Outcome::Processed,
+            MessageOutcome::Skipped => Outcome::Skipped,
+            MessageOutcome::Superseded => Outcome::Superseded,
+            MessageOutcome::Ignored => Outcome::Ignored,
+        }
+    }
+}
+
+/// Counts of message outcomes, kept in-process (tests, the exit summary) and mirrored to
+/// `resizeq_messages_total{outcome}`.
 #[derive(Debug, Default)]
 pub struct Stats {
     pub received: AtomicU64,
@@ -83,14 +132,29 @@ pub struct Stats {
 }
 
 impl Stats {
-    fn count(&self, outcome: MessageOutcome) {
+    pub fn record(&self, outcome: Outcome) {
         let counter = match outcome {
-            MessageOutcome::Processed => &self.processed,
-            MessageOutcome::Skipped => &self.skipped,
-            MessageOutcome::Superseded => &self.superseded,
-            MessageOutcome::Ignored => &self.ignored,
+            Outcome::Processed => &self.processed,
+            Outcome::Skipped => &self.skipped,
+            Outcome::Superseded => &self.superseded,
+            Outcome::Ignored => &self.ignored,
+            Outcome::Retried => &self.retried,
+            Outcome::DeadLettered => &self.dead_lettered,
+            Outcome::Released => &self.released,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        telemetry::count_outcome(outcome.as_str());
+    }
+
+    fn received(&self, message: &Message) {
+        self.received.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(catalogue::MESSAGES_RECEIVED.name).increment(1);
+        if let Some(age) = message
+            .sent_at
+            .and_then(|sent| SystemTime::now().duration_since(sent).ok())
+        {
+            metrics::histogram!(catalogue::MESSAGE_AGE.name).record(age.as_secs_f64());
+        }
     }
 
     pub fn get(&self, counter: &AtomicU64) -> u64 {
@@ -131,12 +195,18 @@ pub async fn run<Q: Queue, S: Store>(
     let wait = Duration::from_secs(ctx.queue_config.wait_time_secs);
 
     loop {
-        // Room for at least one more message before polling.
-        let permits = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            p = max_in_flight.clone().acquire_many_owned(1) => p.map_err(|_| Error::io("closed"))?,
+        ctx.health.progress();
+        // Room for at least one more message before polling; checking in with the health
+        // state meanwhile, so that a worker busy with slow images is not reported wedged.
+        let permit = loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break None,
+                p = max_in_flight.clone().acquire_owned() => break Some(p.map_err(|_| Error::io("closed"))?),
+                _ = tokio::time::sleep(Duration::from_secs(5)) => ctx.health.busy(),
+            }
         };
-        drop(permits);
+        let Some(permit) = permit else { break };
+        drop(permit);
         let room = max_in_flight
             .available_permits()
             .clamp(1, ctx.queue_config.max_messages as usize);
@@ -146,10 +216,15 @@ pub async fn run<Q: Queue, S: Store>(
         } else {
             wait
         };
+        let poll_started = Instant::now();
         let received = tokio::select! {
             _ = shutdown.cancelled() => break,
             r = ctx.queue.receive(room, poll_wait, ctx.queue_config.visibility_timeout_secs.map(Duration::from_secs)) => r,
         };
+        if received.as_ref().is_ok_and(|m| !m.is_empty()) {
+            // Empty polls are the long-poll wait, not the cost of receiving.
+            telemetry::record_stage("receive", poll_started.elapsed());
+        }
         while let Some(done) = jobs.try_join_next() {
             if let Err(e) = done {
                 error!(error = %e, "job task failed");
@@ -158,10 +233,13 @@ pub async fn run<Q: Queue, S: Store>(
         let messages = match received {
             Ok(messages) => {
                 poll_failures = 0;
+                ctx.health.poll_ok();
                 messages
             }
             Err(e) => {
                 poll_failures += 1;
+                ctx.health.poll_failed();
+                metrics::counter!(catalogue::POLL_ERRORS.name).increment(1);
                 let delay = Duration::from_millis(500 * 2u64.pow(poll_failures.min(6)));
                 warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "receive failed");
                 tokio::select! {
@@ -188,7 +266,7 @@ pub async fn run<Q: Queue, S: Store>(
         }
         empty_checks = 0;
         for message in messages {
-            ctx.stats.received.fetch_add(1, Ordering::Relaxed);
+            ctx.stats.received(&message);
             let permit = max_in_flight.clone().try_acquire_owned().ok();
             let ctx = ctx.clone();
             let ack_tx = ack_tx.clone();
@@ -198,6 +276,8 @@ pub async fn run<Q: Queue, S: Store>(
                 message_id = %message.id,
                 receive_count = message.receive_count,
             );
+            // Continue the uploader's trace (W3C traceparent or X-Ray header), if any.
+            let _ = span.set_parent(telemetry::otel::remote_context(&message));
             jobs.spawn(
                 async move {
                     let _permit = permit;
@@ -210,6 +290,7 @@ pub async fn run<Q: Queue, S: Store>(
 
     // Drain: let jobs in flight finish within the deadline.
     info!(in_flight = jobs.len(), "stopping: finishing jobs in flight");
+    ctx.health.start_draining();
     draining.cancel();
     let deadline = tokio::time::sleep(shutdown_timeout);
     tokio::pin!(deadline);
@@ -236,58 +317,105 @@ async fn run_job<Q: Queue, S: Store>(
     acks: &mpsc::Sender<Message>,
     draining: &CancellationToken,
 ) {
+    // Records the outcome, duration and in-flight count on drop: also when the job is aborted
+    // at the shutdown deadline (counted as released: the message reappears by itself).
+    let mut guard = JobGuard::start(ctx);
     if draining.is_cancelled() {
-        release(ctx, &message).await;
+        guard.outcome = release(ctx, &message).await;
         return;
     }
     // Stops extending the lease when the job ends, also when it is aborted at the shutdown
     // deadline: the message must then reappear after one visibility timeout.
     let _lease = AbortOnDrop(keep_lease(ctx.clone(), message.clone(), visibility));
-    let decision = job::handle(ctx, &message, draining).await;
-    match decision {
+    // A panic anywhere in the job (a decoder bug on a hostile file) is that message's
+    // permanent failure; the worker goes on.
+    let decision = std::panic::AssertUnwindSafe(job::handle(ctx, &message, draining))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| {
+            Decision::DeadLetter(Error::new(
+                crate::error::ErrorKind::Panic,
+                "the job panicked on this message",
+            ))
+        });
+    guard.outcome = match decision {
         Decision::Ack(outcome) => {
-            ctx.stats.count(outcome);
             info!(outcome = outcome.as_str(), "done");
             if acks.send(message).await.is_err() {
                 error!("ack channel closed");
             }
+            outcome.into()
         }
         Decision::Retry(e) => {
+            count_error(&e);
             let delay = backoff(&ctx.queue_config, message.receive_count);
             warn!(error = %e, retry_in_s = delay.as_secs(), "transient failure, retrying later");
-            ctx.stats.retried.fetch_add(1, Ordering::Relaxed);
             if let Err(e) = ctx.queue.retry_after(&message, delay).await {
                 warn!(error = %e, "could not delay the retry; the message reappears after its visibility timeout");
             }
+            Outcome::Retried
         }
-        Decision::DeadLetter(e) => dead_letter(ctx, &message, e).await,
+        Decision::DeadLetter(e) => {
+            count_error(&e);
+            dead_letter(ctx, &message, e).await
+        }
         Decision::Release => {
             info!("shutting down: released before its work started");
-            release(ctx, &message).await;
+            release(ctx, &message).await
+        }
+    };
+}
+
+fn count_error(e: &Error) {
+    metrics::counter!(catalogue::ERRORS.name, "error_kind" => e.kind().as_str()).increment(1);
+}
+
+/// In-flight gauge, message duration and outcome counter of one job, recorded on drop.
+struct JobGuard<'a> {
+    stats: &'a Stats,
+    started: Instant,
+    outcome: Outcome,
+}
+
+impl<'a> JobGuard<'a> {
+    fn start<Q, S>(ctx: &'a WorkerContext<Q, S>) -> JobGuard<'a> {
+        metrics::gauge!(catalogue::JOBS_IN_FLIGHT.name).increment(1.0);
+        JobGuard {
+            stats: &ctx.stats,
+            started: Instant::now(),
+            outcome: Outcome::Released,
         }
     }
 }
 
-async fn release<Q: Queue, S: Store>(ctx: &Arc<WorkerContext<Q, S>>, message: &Message) {
-    ctx.stats.released.fetch_add(1, Ordering::Relaxed);
+impl Drop for JobGuard<'_> {
+    fn drop(&mut self) {
+        metrics::gauge!(catalogue::JOBS_IN_FLIGHT.name).decrement(1.0);
+        metrics::histogram!(catalogue::MESSAGE_DURATION.name)
+            .record(self.started.elapsed().as_secs_f64());
+        self.stats.record(self.outcome);
+    }
+}
+
+async fn release<Q: Queue, S: Store>(ctx: &Arc<WorkerContext<Q, S>>, message: &Message) -> Outcome {
     if let Err(e) = ctx.queue.retry_after(message, Duration::ZERO).await {
         warn!(error = %e, "could not release the message; it reappears after its visibility timeout");
     }
+    Outcome::Released
 }
 
 async fn dead_letter<Q: Queue, S: Store>(
     ctx: &Arc<WorkerContext<Q, S>>,
     message: &Message,
     e: Error,
-) {
+) -> Outcome {
     if !ctx.queue.has_dead_letter_queue() {
         // Never delete what we could not process: the redrive policy moves it once its
         // receive count runs out.
         let delay = backoff(&ctx.queue_config, message.receive_count);
         warn!(error = %e, "permanent failure and no queue.dlq_url: leaving it to the redrive policy");
-        ctx.stats.retried.fetch_add(1, Ordering::Relaxed);
         let _ = ctx.queue.retry_after(message, delay).await;
-        return;
+        return Outcome::Retried;
     }
     let reason = DeadLetter {
         error_kind: e.kind().as_str().to_string(),
@@ -297,16 +425,16 @@ async fn dead_letter<Q: Queue, S: Store>(
     };
     match ctx.queue.dead_letter(message, &reason).await {
         Ok(()) => {
-            ctx.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
             warn!(error_kind = %reason.error_kind, error = %e, "dead-lettered");
+            Outcome::DeadLettered
         }
         Err(send) => {
             warn!(error = %send, original = %e, "dead-lettering failed; retrying the message later");
-            ctx.stats.retried.fetch_add(1, Ordering::Relaxed);
             let _ = ctx
                 .queue
                 .retry_after(message, backoff(&ctx.queue_config, message.receive_count))
                 .await;
+            Outcome::Retried
         }
     }
 }
@@ -343,8 +471,9 @@ fn keep_lease<Q: Queue, S: Store>(
                 warn!("lease at queue.max_lease_secs: no more extensions");
                 return;
             }
-            if let Err(e) = ctx.queue.extend_lease(&message, visibility).await {
-                warn!(error = %e, "lease extension failed");
+            match ctx.queue.extend_lease(&message, visibility).await {
+                Ok(()) => metrics::counter!(catalogue::LEASE_EXTENSIONS.name).increment(1),
+                Err(e) => warn!(error = %e, "lease extension failed"),
             }
         }
     })
@@ -371,7 +500,7 @@ async fn ack_batcher<Q: Queue, S: Store>(
                 },
             }
         }
-        if let Err(e) = ctx.queue.ack(&batch).await {
+        if let Err(e) = telemetry::timed("ack", ctx.queue.ack(&batch)).await {
             // The messages reappear and are skipped as already done: a duplicate, not a loss.
             warn!(error = %e, count = batch.len(), "acknowledging failed");
         }
