@@ -1,6 +1,8 @@
 """The checks of scripts/lint-deploy that need a program: run with the tools venv's python.
 
     checks.py compose COMPOSE_FILE COMPOSE_SCHEMA
+    checks.py compose-env COMPOSE_FILE SERVICE       (prints KEY=VALUE lines)
+    checks.py ecs-env ECS_TEMPLATE                   (prints KEY=VALUE lines)
     checks.py observability DASHBOARD RULES [CATALOGUE_RS]
     checks.py manifests RENDERED.yaml VALUES.yaml OUT_PREFIX K8S_VERSION...
 
@@ -59,6 +61,65 @@ def check_compose(compose_path, schema_path):
     if problems:
         fail("\n".join(problems))
     print(f"{compose_path}: {len(compose['services'])} services valid")
+
+
+def compose_env(compose_path, service):
+    """A compose service's environment as KEY=VALUE lines (merge keys resolved)."""
+    with open(compose_path) as f:
+        environment = yaml.safe_load(f)["services"][service].get("environment", {})
+    if isinstance(environment, list):
+        environment = dict(item.split("=", 1) for item in environment)
+    for key, value in environment.items():
+        print(f"{key}={value}")
+
+
+class CloudFormationLoader(yaml.SafeLoader):
+    """Reads !Ref, !Sub, !GetAtt... as {"Ref": ...} and so on, like the JSON form."""
+
+
+def _intrinsic(loader, suffix, node):
+    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
+    if isinstance(node, yaml.ScalarNode):
+        return {name: loader.construct_scalar(node)}
+    if isinstance(node, yaml.SequenceNode):
+        return {name: loader.construct_sequence(node, deep=True)}
+    return {name: loader.construct_mapping(node, deep=True)}
+
+
+CloudFormationLoader.add_multi_constructor("!", lambda loader, suffix, node: _intrinsic(loader, suffix, node))
+
+# Values of the core stack's exports (what Fn::ImportValue yields), for the environment check.
+EXPORT_EXAMPLES = {
+    "QueueUrl": "https://sqs.us-east-1.amazonaws.com/123456789012/resizeq-uploads",
+    "DeadLetterQueueUrl": "https://sqs.us-east-1.amazonaws.com/123456789012/resizeq-uploads-dlq",
+    "DestinationBucketName": "photos-resized",
+}
+
+
+def ecs_env(template_path):
+    """The worker container's environment in the ECS template as KEY=VALUE lines, with
+    parameters at their defaults and the core stack's exports at example values."""
+    with open(template_path) as f:
+        template = yaml.load(f, CloudFormationLoader)
+    parameters = template["Parameters"]
+
+    def resolve(value):
+        if isinstance(value, str):
+            return value
+        if "Ref" in value:
+            if value["Ref"] == "AWS::Region":
+                return "us-east-1"
+            return str(parameters[value["Ref"]]["Default"])
+        if "Fn::ImportValue" in value:
+            export = value["Fn::ImportValue"]["Fn::Sub"].split("-", 1)[1]
+            return EXPORT_EXAMPLES[export]
+        fail(f"{template_path}: cannot resolve {value}")
+
+    for resource in template["Resources"].values():
+        if resource["Type"] == "AWS::ECS::TaskDefinition":
+            for container in resource["Properties"]["ContainerDefinitions"]:
+                for variable in container.get("Environment", []):
+                    print(f"{variable['Name']}={resolve(variable['Value'])}")
 
 
 # --- dashboard and alert rules ---------------------------------------------------------------
@@ -268,6 +329,10 @@ def main():
     command, args = sys.argv[1], sys.argv[2:]
     if command == "compose":
         check_compose(*args)
+    elif command == "compose-env":
+        compose_env(*args)
+    elif command == "ecs-env":
+        ecs_env(*args)
     elif command == "observability":
         check_observability(*args)
     elif command == "manifests":
