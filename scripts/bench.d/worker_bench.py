@@ -90,10 +90,24 @@ def sample(text: str, name: str, **labels: str) -> float:
     return total
 
 
-def process_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+def cpu_seconds(stat_path: Path) -> float:
+    fields = stat_path.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(process CPU, CPU of the threads still alive). The difference is the CPU of threads that
+    have exited: libheif's libde265 decoder starts its own worker thread for every HEIC decode
+    (the plugin never decodes on the caller's thread), so that CPU is the pipeline's although
+    the pipeline's thread clock cannot see it."""
+    total = cpu_seconds(Path(f"/proc/{pid}/stat"))
+    live = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            live += cpu_seconds(task / "stat")
+        except OSError:
+            pass  # exited between listing and reading
+    return total, live
 
 
 def main() -> int:
@@ -158,7 +172,7 @@ def main() -> int:
             done = sum(sample(text, "resizeq_messages_total", outcome=o)
                        for o in ("processed", "skipped", "dead_lettered", "ignored", "superseded"))
         wall = time.monotonic() - started
-        cpu = process_cpu_seconds(worker.pid)
+        cpu, live_cpu = cpu_split(worker.pid)
         text = scrape(port)
     finally:
         worker.send_signal(signal.SIGTERM)
@@ -167,8 +181,10 @@ def main() -> int:
     n = len(uploads)
     processed = sample(text, "resizeq_messages_total", outcome="processed")
     dead = sample(text, "resizeq_messages_total", outcome="dead_lettered")
-    pipeline_cpu = sample(text, "resizeq_pipeline_cpu_seconds_sum")
-    overhead = max(cpu - pipeline_cpu, 0.0)
+    pipeline_thread_cpu = sample(text, "resizeq_pipeline_cpu_seconds_sum")
+    codec_threads_cpu = max(cpu - live_cpu, 0.0)
+    pipeline_cpu = pipeline_thread_cpu + codec_threads_cpu
+    overhead = max(live_cpu - pipeline_thread_cpu, 0.0)
     ratio = overhead / pipeline_cpu if pipeline_cpu else float("inf")
     stage_sum = {s: sample(text, "resizeq_stage_duration_seconds_sum", stage=s) for s in STAGES}
     stage_count = {s: sample(text, "resizeq_stage_duration_seconds_count", stage=s) for s in STAGES}
@@ -183,7 +199,9 @@ def main() -> int:
     print(f"| messages/s (wall, from worker start) | {n / wall:.1f} |")
     print(f"| wall time | {wall:.1f} s |")
     print(f"| worker process CPU | {cpu:.2f} s ({cpu / n * 1000:.1f} ms/message) |")
-    print(f"| pipeline CPU (baseline) | {pipeline_cpu:.2f} s ({pipeline_cpu / n * 1000:.1f} ms/message) |")
+    print(f"| pipeline CPU (baseline) | {pipeline_cpu:.2f} s ({pipeline_cpu / n * 1000:.1f} ms/message): "
+          f"{pipeline_thread_cpu:.2f} s on the pipeline's threads + {codec_threads_cpu:.2f} s on "
+          f"libde265's per-decode threads |")
     print(f"| worker CPU outside the pipeline | {overhead:.2f} s ({overhead / n * 1000:.2f} ms/message) |")
     verdict = "met" if ratio < TARGET_OVERHEAD else "MISSED"
     print(f"| outside / pipeline (target < {TARGET_OVERHEAD:.0%}) | **{ratio:.1%}** ({verdict}) |")
