@@ -11,6 +11,7 @@
 //! - [`config`]: defaults → TOML file → `RESIZEQ_` environment, validated once.
 //! - [`ports`]: the queue and object-store traits the worker core uses; [`event`]: what a
 //!   queue message means (S3, SNS, EventBridge shapes).
+//! - [`ops`]: operator tools (`resizeq dlq …`, `resizeq backfill`) over the same config.
 //! - [`error`]: typed errors that say whether a failure is permanent or transient.
 
 pub mod adapters;
@@ -21,6 +22,8 @@ pub mod config;
 pub mod daemon;
 pub mod error;
 pub mod event;
+#[cfg(feature = "codecs")]
+pub mod ops;
 pub mod pipeline;
 pub mod ports;
 #[cfg(feature = "codecs")]

@@ -44,6 +44,13 @@ enum Command {
         #[arg(long, default_value = "out")]
         out: PathBuf,
     },
+    /// Inspect, replay or purge the dead-letter queue (queue.dlq_url).
+    Dlq {
+        #[command(subcommand)]
+        action: resizeq::ops::DlqAction,
+    },
+    /// Reprocess existing objects: enqueue an S3 event per object (or process with --direct).
+    Backfill(resizeq::ops::BackfillArgs),
     /// Print or validate the effective configuration.
     Config {
         #[command(subcommand)]
@@ -111,6 +118,8 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Dlq { action } => resizeq::ops::main_dlq(&config, action),
+        Command::Backfill(args) => resizeq::ops::main_backfill(&config, args),
         Command::Config {
             action: ConfigAction::Show,
         } => {
