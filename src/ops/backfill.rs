@@ -476,7 +476,7 @@ async fn send_batch(
         match out {
             Ok(out) => {
                 for ok in out.successful() {
-                    if let Some(i) = ok.id().parse::<usize>().ok() {
+                    if let Ok(i) = ok.id().parse::<usize>() {
                         if pending.remove(&i).is_some() {
                             result.sent += 1;
                         }

@@ -468,7 +468,8 @@ pub struct ReplayReport {
     pub moved: u64,
     /// Dry run: what would have been moved.
     pub would_move: u64,
-    /// Seen and left in place: another `error_kind`, or past `--max`.
+    /// Seen and left in place: another `error_kind`, past `--max`, or arrived after the
+    /// replay started.
     pub left: u64,
     /// Sent but then not deleted here: in both queues now (the worker's idempotency absorbs
     /// the duplicate).
@@ -625,6 +626,10 @@ async fn manual_move<D: DeadLetterQueue>(
     let mut held = Held::default();
     let mut limiter = RateLimiter::new(options.per_sec.filter(|_| !options.dry_run));
     let limit = options.max.unwrap_or(u64::MAX);
+    // Messages that arrive after we started are left for another run: with a worker running,
+    // a replayed message that fails again comes back with a new id, and moving it again
+    // would go round in circles.
+    let started = SystemTime::now();
     let done = |r: &ReplayReport| r.moved + r.would_move + r.failed;
     let result: Result<()> = async {
         'receive: while done(&report) < limit && report.error.is_none() {
@@ -649,7 +654,12 @@ async fn manual_move<D: DeadLetterQueue>(
                     continue;
                 }
                 new += 1;
-                if done(&report) >= limit || !options.matches(&message) || report.error.is_some() {
+                let arrived_since = message.sent_at.is_some_and(|t| t > started);
+                if done(&report) >= limit
+                    || !options.matches(&message)
+                    || arrived_since
+                    || report.error.is_some()
+                {
                     report.left += 1;
                     held.hold(message);
                     continue;
@@ -1196,6 +1206,22 @@ mod tests {
                 "{everywhere:?}"
             );
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn messages_that_arrive_during_a_replay_are_left_for_the_next_one() {
+        let dlq = MemoryDlq::new("http://sqs.local/123/dlq");
+        fill(&dlq, "corrupt", 2);
+        dlq.add_sent_at(
+            "failed again",
+            &[("error_kind", "corrupt"), ("source_queue", SOURCE)],
+            SystemTime::now() + Duration::from_secs(5),
+        );
+        let (report, _) = run_replay(&dlq, &options()).await;
+        assert_eq!((report.moved, report.left), (2, 1));
+        assert!(report.succeeded());
+        assert_eq!(dlq.bodies(), vec!["failed again".to_string()]);
+        assert_eq!(dlq.visible_count(), 1);
     }
 
     #[tokio::test(start_paused = true)]

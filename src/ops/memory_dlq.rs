@@ -49,6 +49,14 @@ impl MemoryDlq {
     }
 
     pub fn add(&self, body: &str, attributes: &[(&str, &str)]) {
+        self.add_sent_at(
+            body,
+            attributes,
+            SystemTime::now() - Duration::from_secs(60),
+        );
+    }
+
+    pub fn add_sent_at(&self, body: &str, attributes: &[(&str, &str)], sent_at: SystemTime) {
         let mut state = self.state.lock().unwrap();
         state.next_id += 1;
         let message = DlqMessage {
@@ -60,7 +68,7 @@ impl MemoryDlq {
                 .map(|(k, v)| (k.to_string(), AttributeValue::text(*v)))
                 .collect(),
             dlq_receive_count: 0,
-            sent_at: Some(SystemTime::now() - Duration::from_secs(60)),
+            sent_at: Some(sent_at),
         };
         state.messages.push(Stored {
             message,

@@ -101,12 +101,12 @@ impl Ran {
         let stderr = self.stderr();
         let line = stderr
             .lines()
+            .rev()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|l| {
+            .find(|l| {
                 l.pointer("/fields/message").and_then(Value::as_str)
                     == Some("resizeq worker stopped")
             })
-            .last()
             .unwrap_or_else(|| panic!("no `resizeq worker stopped` line in:\n{stderr}"));
         line["fields"]
             .as_object()
