@@ -319,8 +319,8 @@ async fn purge_refuses_without_yes_and_says_what_it_removed() {
 }
 
 #[tokio::test]
-async fn without_a_dead_letter_queue_the_commands_fail_clearly() {
-    let ctx = context!("without_a_dead_letter_queue_the_commands_fail_clearly");
+async fn the_dlq_is_found_from_the_redrive_policy_or_the_commands_fail_clearly() {
+    let ctx = context!("the_dlq_is_found_from_the_redrive_policy_or_the_commands_fail_clearly");
     let w = world(ctx, "dlqn").await;
     // No queue.dlq_url: found from the queue's RedrivePolicy.
     w.dead_letter("c-0", "corrupt").await;
