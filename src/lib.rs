@@ -13,6 +13,7 @@
 //!   queue message means (S3, SNS, EventBridge shapes).
 //! - [`telemetry`]: the metric catalogue, the `/metrics` `/healthz` `/readyz` listener and
 //!   logs + OpenTelemetry traces.
+//! - [`ops`]: operator tools (`resizeq dlq …`, `resizeq backfill`) over the same config.
 //! - [`error`]: typed errors that say whether a failure is permanent or transient.
 
 pub mod adapters;
@@ -23,6 +24,8 @@ pub mod config;
 pub mod daemon;
 pub mod error;
 pub mod event;
+#[cfg(feature = "codecs")]
+pub mod ops;
 pub mod pipeline;
 pub mod ports;
 pub mod telemetry;

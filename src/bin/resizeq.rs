@@ -47,6 +47,13 @@ enum Command {
     /// Exit 0 if the worker's /healthz (on metrics.listen) answers 200: the container
     /// HEALTHCHECK (the slim image has no curl).
     Healthcheck,
+    /// Inspect, replay or purge the dead-letter queue (queue.dlq_url).
+    Dlq {
+        #[command(subcommand)]
+        action: resizeq::ops::DlqAction,
+    },
+    /// Reprocess existing objects: enqueue an S3 event per object (or process with --direct).
+    Backfill(resizeq::ops::BackfillArgs),
     /// Print or validate the effective configuration.
     Config {
         #[command(subcommand)]
@@ -123,6 +130,8 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Dlq { action } => resizeq::ops::main_dlq(&config, action),
+        Command::Backfill(args) => resizeq::ops::main_backfill(&config, args),
         Command::Config {
             action: ConfigAction::Show,
         } => {
