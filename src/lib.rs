@@ -12,6 +12,8 @@
 //! - [`ports`]: the queue and object-store traits the worker core uses; [`event`]: what a
 //!   queue message means (S3, SNS, EventBridge shapes).
 //! - [`error`]: typed errors that say whether a failure is permanent or transient.
+//! - [`presign`]: the `resizeq-presign` upload sidecar (HTTP API, auth, URL signing); needs
+//!   neither the codecs nor the worker.
 
 pub mod adapters;
 #[cfg(feature = "codecs")]
@@ -23,6 +25,7 @@ pub mod error;
 pub mod event;
 pub mod pipeline;
 pub mod ports;
+pub mod presign;
 #[cfg(feature = "codecs")]
 pub mod worker;
 
