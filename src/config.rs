@@ -257,7 +257,8 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config> {
-        let figment = Figment::from(Serialized::defaults(Config::default())).merge(sources(file, env)?);
+        let figment =
+            Figment::from(Serialized::defaults(Config::default())).merge(sources(file, env)?);
         let config: Config = figment.extract().map_err(describe_figment_error)?;
         config.pipeline_settings().validate()?;
         config.validate_worker()?;

@@ -75,7 +75,10 @@ impl Sidecar {
     }
 
     async fn issue_with(&self, authorization: Option<&str>, body: Value) -> reqwest::Response {
-        let mut request = self.http.post(format!("{}/v1/uploads", self.base)).json(&body);
+        let mut request = self
+            .http
+            .post(format!("{}/v1/uploads", self.base))
+            .json(&body);
         if let Some(a) = authorization {
             request = request.header("authorization", a);
         }
@@ -227,7 +230,11 @@ fn replace_query_param(url: &str, name: &str, value: &str) -> String {
     let pairs: Vec<(String, String)> = parsed
         .query_pairs()
         .map(|(k, v)| {
-            let v = if k == name { value.to_string() } else { v.into_owned() };
+            let v = if k == name {
+                value.to_string()
+            } else {
+                v.into_owned()
+            };
             (k.into_owned(), v)
         })
         .collect();
@@ -254,7 +261,10 @@ async fn an_issued_post_uploads_a_real_jpeg_to_the_issued_key_with_uploader_meta
 
     assert_eq!(issued["method"], "POST");
     let key = issued["key"].as_str().unwrap();
-    assert!(key.starts_with("uploads/alice/") && key.ends_with(".jpg"), "{key}");
+    assert!(
+        key.starts_with("uploads/alice/") && key.ends_with(".jpg"),
+        "{key}"
+    );
     assert_eq!(issued["filename"], "IMG 0001.JPG");
     assert_eq!(issued["max_bytes"], 20 * 1024 * 1024);
     assert!(issued.get("headers").is_none());
@@ -290,7 +300,10 @@ async fn an_issued_put_uploads_a_real_jpeg_to_the_issued_key_with_uploader_metad
     assert!(issued.get("fields").is_none());
     assert_eq!(issued["max_bytes"], JPEG.len());
     let key = issued["key"].as_str().unwrap();
-    assert!(key.starts_with("uploads/alice/") && key.ends_with(".jpg"), "{key}");
+    assert!(
+        key.starts_with("uploads/alice/") && key.ends_with(".jpg"),
+        "{key}"
+    );
     let url = issued["url"].as_str().unwrap();
     assert!(
         url.starts_with(&format!("{}/{BUCKET}/{key}?", sidecar.s3.endpoint)),
@@ -335,7 +348,11 @@ async fn s3_rejects_a_post_that_strays_from_its_policy() {
     let r = post_form(url, &other_type, SMALL_JPEG, "image/png").await;
     assert_s3_error("different Content-Type", &r, "InvalidPolicyDocument");
 
-    for changed in ["uploads/alice/chosen-by-client.jpg", "uploads/bob/x.jpg", "index.html"] {
+    for changed in [
+        "uploads/alice/chosen-by-client.jpg",
+        "uploads/bob/x.jpg",
+        "index.html",
+    ] {
         let mut other_key = fields.clone();
         set_field(&mut other_key, "key", changed);
         let r = post_form(url, &other_key, SMALL_JPEG, "image/jpeg").await;
@@ -424,11 +441,20 @@ async fn expired_urls_are_rejected_by_s3_and_expiry_is_capped() {
     let mut put = upload_request("PUT", "image/jpeg", JPEG.len());
     put["expires_secs"] = json!(1);
     let put = sidecar.issue(put).await;
-    assert_eq!(url_query_param(put["url"].as_str().unwrap(), "X-Amz-Expires"), "1");
+    assert_eq!(
+        url_query_param(put["url"].as_str().unwrap(), "X-Amz-Expires"),
+        "1"
+    );
     assert!(seconds_until(post["expires_at"].as_str().unwrap()) <= 1.0);
 
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let r = post_form(post["url"].as_str().unwrap(), &fields_of(&post), JPEG, "image/jpeg").await;
+    let r = post_form(
+        post["url"].as_str().unwrap(),
+        &fields_of(&post),
+        JPEG,
+        "image/jpeg",
+    )
+    .await;
     assert_s3_error("expired POST", &r, "AccessDenied");
     assert!(r.1.contains("expired"), "{}", r.1);
     let r = put_body(put["url"].as_str().unwrap(), &put_headers(&put), JPEG).await;
@@ -440,7 +466,10 @@ async fn expired_urls_are_rejected_by_s3_and_expiry_is_capped() {
     let mut long = upload_request("PUT", "image/jpeg", JPEG.len());
     long["expires_secs"] = json!(7 * 24 * 3600);
     let long = sidecar.issue(long).await;
-    assert_eq!(url_query_param(long["url"].as_str().unwrap(), "X-Amz-Expires"), "600");
+    assert_eq!(
+        url_query_param(long["url"].as_str().unwrap(), "X-Amz-Expires"),
+        "600"
+    );
     sidecar.stop().await;
 }
 
@@ -467,10 +496,20 @@ async fn requests_without_a_valid_credential_get_401() {
     assert_401(&sidecar, "garbage", Some("Bearer a.b.c")).await;
     let mut expired = claims("alice", "upload");
     expired["exp"] = json!(now_secs() - 120); // beyond the 30 s leeway
-    assert_401(&sidecar, "expired token", Some(&bearer(&hs256(&expired, SECRET)))).await;
+    assert_401(
+        &sidecar,
+        "expired token",
+        Some(&bearer(&hs256(&expired, SECRET))),
+    )
+    .await;
     let mut wrong_issuer = claims("alice", "upload");
     wrong_issuer["iss"] = json!("https://evil.example");
-    assert_401(&sidecar, "wrong issuer", Some(&bearer(&hs256(&wrong_issuer, SECRET)))).await;
+    assert_401(
+        &sidecar,
+        "wrong issuer",
+        Some(&bearer(&hs256(&wrong_issuer, SECRET))),
+    )
+    .await;
     let other_secret = "another-secret-of-at-least-32-bytes-000000";
     assert_401(
         &sidecar,
@@ -478,7 +517,12 @@ async fn requests_without_a_valid_credential_get_401() {
         Some(&bearer(&hs256(&claims("alice", "upload"), other_secret))),
     )
     .await;
-    assert_401(&sidecar, "unknown API key", Some("Bearer not-the-kiosk-key")).await;
+    assert_401(
+        &sidecar,
+        "unknown API key",
+        Some("Bearer not-the-kiosk-key"),
+    )
+    .await;
 
     // The same request with a valid token passes, so the refusals are about the credential.
     let ok = sidecar
@@ -504,7 +548,10 @@ async fn a_valid_credential_without_the_upload_scope_gets_403_and_api_keys_name_
     );
     let sidecar = Sidecar::start("", &sections).await;
     for (what, auth) in [
-        ("JWT without the scope", bearer(&token_for("alice", "openid profile"))),
+        (
+            "JWT without the scope",
+            bearer(&token_for("alice", "openid profile")),
+        ),
         ("API key without the scope", bearer(read_key)),
     ] {
         let response = sidecar
@@ -515,11 +562,17 @@ async fn a_valid_credential_without_the_upload_scope_gets_403_and_api_keys_name_
         assert_eq!(body["error"], "forbidden", "{what}");
     }
     let response = sidecar
-        .issue_with(Some(&bearer(upload_key)), upload_request("PUT", "image/jpeg", JPEG.len()))
+        .issue_with(
+            Some(&bearer(upload_key)),
+            upload_request("PUT", "image/jpeg", JPEG.len()),
+        )
         .await;
     assert_eq!(response.status(), StatusCode::CREATED);
     let issued: Value = response.json().await.unwrap();
-    assert!(issued["key"].as_str().unwrap().starts_with("uploads/kiosk/"));
+    assert!(issued["key"]
+        .as_str()
+        .unwrap()
+        .starts_with("uploads/kiosk/"));
     assert_eq!(issued["headers"]["x-amz-meta-uploader"], "kiosk");
     let r = put_body(issued["url"].as_str().unwrap(), &put_headers(&issued), JPEG).await;
     assert_eq!(r.0, StatusCode::OK, "{}", r.1);
@@ -529,8 +582,12 @@ async fn a_valid_credential_without_the_upload_scope_gets_403_and_api_keys_name_
 fn es256_token(pem: &str, kid: &str, claims: &Value) -> String {
     let mut header = Header::new(Algorithm::ES256);
     header.kid = Some(kid.into());
-    jsonwebtoken::encode(&header, claims, &EncodingKey::from_ec_pem(pem.as_bytes()).unwrap())
-        .unwrap()
+    jsonwebtoken::encode(
+        &header,
+        claims,
+        &EncodingKey::from_ec_pem(pem.as_bytes()).unwrap(),
+    )
+    .unwrap()
 }
 
 fn jwks(pem: &str, alg: Algorithm, kid: &str) -> Value {
@@ -562,23 +619,40 @@ async fn es256_keys_from_a_jwks_file_are_accepted_and_foreign_keys_refused() {
     good["aud"] = json!("uploads-api");
     let response = sidecar
         .issue_with(
-            Some(&bearer(&es256_token(jwt_keys::ES256_PRIVATE_PEM, "es-1", &good))),
+            Some(&bearer(&es256_token(
+                jwt_keys::ES256_PRIVATE_PEM,
+                "es-1",
+                &good,
+            ))),
             upload_request("POST", "image/png", 100),
         )
         .await;
     assert_eq!(response.status(), StatusCode::CREATED);
     let issued: Value = response.json().await.unwrap();
-    assert!(issued["key"].as_str().unwrap().starts_with("uploads/carol/"));
+    assert!(issued["key"]
+        .as_str()
+        .unwrap()
+        .starts_with("uploads/carol/"));
     assert!(issued["key"].as_str().unwrap().ends_with(".png"));
 
     let foreign = es256_token(jwt_keys::ES256_OTHER_PRIVATE_PEM, "es-1", &good);
-    assert_401(&sidecar, "ES256 token signed with another key", Some(&bearer(&foreign))).await;
+    assert_401(
+        &sidecar,
+        "ES256 token signed with another key",
+        Some(&bearer(&foreign)),
+    )
+    .await;
     let mut wrong_audience = good.clone();
     wrong_audience["aud"] = json!("another-api");
     let token = es256_token(jwt_keys::ES256_PRIVATE_PEM, "es-1", &wrong_audience);
     assert_401(&sidecar, "wrong audience", Some(&bearer(&token))).await;
     // No HS256 secret is configured here: HS256 tokens are refused whatever they say.
-    assert_401(&sidecar, "HS256 without a secret", Some(&bearer(&hs256(&good, SECRET)))).await;
+    assert_401(
+        &sidecar,
+        "HS256 without a secret",
+        Some(&bearer(&hs256(&good, SECRET))),
+    )
+    .await;
     sidecar.stop().await;
 }
 
@@ -593,22 +667,38 @@ async fn rs256_keys_from_a_jwks_url_are_accepted() {
         }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let jwks_url = format!("http://{}/.well-known/jwks.json", listener.local_addr().unwrap());
+    let jwks_url = format!(
+        "http://{}/.well-known/jwks.json",
+        listener.local_addr().unwrap()
+    );
     let jwks_server = tokio::spawn(async move { axum::serve(listener, app).await });
     let sidecar = Sidecar::start(
         "",
         &format!("[presign.auth.jwt]\njwks_url = \"{jwks_url}\"\nissuer = \"{ISSUER}\"\n"),
     )
     .await;
-    let ready = sidecar.http.get(format!("{}/readyz", sidecar.base)).send().await.unwrap();
-    assert_eq!(ready.status(), StatusCode::OK, "{}", ready.text().await.unwrap());
+    let ready = sidecar
+        .http
+        .get(format!("{}/readyz", sidecar.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ready.status(),
+        StatusCode::OK,
+        "{}",
+        ready.text().await.unwrap()
+    );
 
     let mut header = Header::new(Algorithm::RS256);
     header.kid = Some("rs-1".into());
     let key = EncodingKey::from_rsa_pem(jwt_keys::RS256_PRIVATE_PEM.as_bytes()).unwrap();
     let token = jsonwebtoken::encode(&header, &claims("dave", "upload"), &key).unwrap();
     let response = sidecar
-        .issue_with(Some(&bearer(&token)), upload_request("PUT", "image/webp", 100))
+        .issue_with(
+            Some(&bearer(&token)),
+            upload_request("PUT", "image/webp", 100),
+        )
         .await;
     assert_eq!(response.status(), StatusCode::CREATED);
     let issued: Value = response.json().await.unwrap();
@@ -684,7 +774,11 @@ async fn the_rate_limit_answers_429_with_retry_after_and_recovers() {
     }
     let limited = sidecar.issue_with(Some(&alice), request()).await;
     assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
-    let retry_after: u64 = limited.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry_after: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=2).contains(&retry_after), "{retry_after}");
     let body: Value = limited.json().await.unwrap();
     assert_eq!(body["error"], "rate_limited");
@@ -694,7 +788,11 @@ async fn the_rate_limit_answers_429_with_retry_after_and_recovers() {
 
     tokio::time::sleep(Duration::from_secs(retry_after)).await;
     let r = sidecar.issue_with(Some(&alice), request()).await;
-    assert_eq!(r.status(), StatusCode::CREATED, "recovered after Retry-After");
+    assert_eq!(
+        r.status(),
+        StatusCode::CREATED,
+        "recovered after Retry-After"
+    );
     sidecar.stop().await;
 }
 
@@ -762,7 +860,11 @@ async fn the_compat_route_answers_in_the_old_shape_with_a_url_that_works() {
     assert!(url_query_param(presigned, "X-Amz-SignedHeaders").contains("content-length"));
     let png = [("content-type".to_string(), "image/png".to_string())];
     let r = put_body(presigned, &png, JPEG).await;
-    assert_s3_error("compat URL over its signed length", &r, "SignatureDoesNotMatch");
+    assert_s3_error(
+        "compat URL over its signed length",
+        &r,
+        "SignatureDoesNotMatch",
+    );
     sidecar.stop().await;
 }
 
@@ -778,10 +880,10 @@ async fn health_readiness_metrics_and_cors() {
     let ready = get("/readyz").await.unwrap();
     assert_eq!(ready.status(), StatusCode::OK);
 
-    sidecar
-        .issue(upload_request("PUT", "image/gif", 10))
+    sidecar.issue(upload_request("PUT", "image/gif", 10)).await;
+    let refused = sidecar
+        .issue_with(None, upload_request("PUT", "image/gif", 10))
         .await;
-    let refused = sidecar.issue_with(None, upload_request("PUT", "image/gif", 10)).await;
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
     let metrics = get("/metrics").await.unwrap().text().await.unwrap();
     for line in [
@@ -795,10 +897,16 @@ async fn health_readiness_metrics_and_cors() {
     let preflight = |origin: &'static str| {
         sidecar
             .http
-            .request(reqwest::Method::OPTIONS, format!("{}/v1/uploads", sidecar.base))
+            .request(
+                reqwest::Method::OPTIONS,
+                format!("{}/v1/uploads", sidecar.base),
+            )
             .header("origin", origin)
             .header("access-control-request-method", "POST")
-            .header("access-control-request-headers", "authorization,content-type")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type",
+            )
             .send()
     };
     let allowed = preflight("https://app.example.test").await.unwrap();
@@ -848,7 +956,8 @@ async fn the_binary_logs_no_token_or_signature_and_exits_0_on_sigterm() {
         let line = lines_rx
             .recv_timeout(Duration::from_secs(30))
             .expect("the sidecar logs that it listens");
-        let event: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+        let event: Value =
+            serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
         log.push(line);
         if event["message"] == "resizeq-presign listening" {
             break event["listen"].as_str().unwrap().to_string();
@@ -869,11 +978,13 @@ async fn the_binary_logs_no_token_or_signature_and_exits_0_on_sigterm() {
         assert_eq!(response.status(), StatusCode::CREATED);
         let issued: Value = response.json().await.unwrap();
         signatures.push(match method {
-            "POST" => fields_of(&issued)
-                .into_iter()
-                .find(|(k, _)| k == "x-amz-signature")
-                .unwrap()
-                .1,
+            "POST" => {
+                fields_of(&issued)
+                    .into_iter()
+                    .find(|(k, _)| k == "x-amz-signature")
+                    .unwrap()
+                    .1
+            }
             _ => url_query_param(issued["url"].as_str().unwrap(), "X-Amz-Signature"),
         });
         if method == "PUT" {
@@ -883,7 +994,10 @@ async fn the_binary_logs_no_token_or_signature_and_exits_0_on_sigterm() {
     }
     let refused = http
         .post(format!("{base}/v1/uploads"))
-        .header("authorization", bearer(&hs256(&claims("erin", "upload"), "x".repeat(40).as_str())))
+        .header(
+            "authorization",
+            bearer(&hs256(&claims("erin", "upload"), "x".repeat(40).as_str())),
+        )
         .json(&upload_request("POST", "image/jpeg", 10))
         .send()
         .await
@@ -895,7 +1009,10 @@ async fn the_binary_logs_no_token_or_signature_and_exits_0_on_sigterm() {
         .status()
         .unwrap();
     assert!(status.success());
-    let exit = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     reader.join().unwrap();
     log.extend(lines_rx.try_iter());
     let all = log.join("\n");
@@ -904,9 +1021,18 @@ async fn the_binary_logs_no_token_or_signature_and_exits_0_on_sigterm() {
     assert_eq!(all.matches("upload URL issued").count(), 2, "{all}");
     assert!(all.contains("uploads/erin/"), "the key is logged: {all}");
     assert!(all.contains("request refused"), "{all}");
-    assert!(!all.contains(&token), "a token leaked into the logs:\n{all}");
+    assert!(
+        !all.contains(&token),
+        "a token leaked into the logs:\n{all}"
+    );
     for signature in &signatures {
-        assert!(!all.contains(signature.as_str()), "a signature leaked:\n{all}");
+        assert!(
+            !all.contains(signature.as_str()),
+            "a signature leaked:\n{all}"
+        );
     }
-    assert!(!all.contains("X-Amz-Signature") && !all.contains(strict_s3::SECRET_KEY), "{all}");
+    assert!(
+        !all.contains("X-Amz-Signature") && !all.contains(strict_s3::SECRET_KEY),
+        "{all}"
+    );
 }

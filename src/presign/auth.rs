@@ -102,10 +102,14 @@ impl Authenticator {
         let jwt = config.jwt.clone();
         let keys = if let Some(path) = &jwt.jwks_file {
             let text = std::fs::read_to_string(path).map_err(|e| {
-                Error::config(format!("presign.auth.jwt.jwks_file: cannot read {path}: {e}"))
+                Error::config(format!(
+                    "presign.auth.jwt.jwks_file: cannot read {path}: {e}"
+                ))
             })?;
             let set: JwkSet = serde_json::from_str(&text).map_err(|e| {
-                Error::config(format!("presign.auth.jwt.jwks_file: {path} is not a JWKS: {e}"))
+                Error::config(format!(
+                    "presign.auth.jwt.jwks_file: {path} is not a JWKS: {e}"
+                ))
             })?;
             KeySource::File(set)
         } else if let Some(url) = &jwt.jwks_url {
@@ -376,8 +380,10 @@ mod tests {
     #[tokio::test]
     async fn jwt_scope_and_subject_decide() {
         let auth = hs256_auth();
-        let ok = token(serde_json::json!({"sub": "auth0|42", "iss": "https://id.example",
-            "exp": now() + 60, "scope": "openid upload"}));
+        let ok = token(
+            serde_json::json!({"sub": "auth0|42", "iss": "https://id.example",
+            "exp": now() + 60, "scope": "openid upload"}),
+        );
         let caller = auth
             .authenticate(Some(&format!("Bearer {ok}")))
             .await
@@ -395,13 +401,17 @@ mod tests {
             auth.authenticate(Some(&format!("Bearer {no_scope}"))).await,
             Err(AuthError::Forbidden)
         );
-        let no_issuer = token(serde_json::json!({"sub": "u", "exp": now() + 60, "scope": "upload"}));
+        let no_issuer =
+            token(serde_json::json!({"sub": "u", "exp": now() + 60, "scope": "upload"}));
         assert!(matches!(
-            auth.authenticate(Some(&format!("Bearer {no_issuer}"))).await,
+            auth.authenticate(Some(&format!("Bearer {no_issuer}")))
+                .await,
             Err(AuthError::Unauthenticated(_))
         ));
-        let no_sub = token(serde_json::json!({"iss": "https://id.example", "exp": now() + 60,
-            "scope": "upload"}));
+        let no_sub = token(
+            serde_json::json!({"iss": "https://id.example", "exp": now() + 60,
+            "scope": "upload"}),
+        );
         assert!(matches!(
             auth.authenticate(Some(&format!("Bearer {no_sub}"))).await,
             Err(AuthError::Unauthenticated(_))

@@ -306,8 +306,7 @@ impl SidecarConfig {
             ));
         }
         for origin in &p.cors.allowed_origins {
-            if origin != "*" && !(origin.starts_with("https://") || origin.starts_with("http://"))
-            {
+            if origin != "*" && !(origin.starts_with("https://") || origin.starts_with("http://")) {
                 return Err(Error::config(format!(
                     "presign.cors.allowed_origins: `{origin}` is not `*` or an http(s) origin"
                 )));
@@ -441,8 +440,8 @@ mod tests {
             let err = SidecarConfig::load_from(None, e).unwrap_err();
             assert!(err.message().contains(named), "{key}={value}: {err}");
         }
-        let err = SidecarConfig::load_from(None, env(&[("RESIZEQ_PRESIGN__BUCKET", "b")]))
-            .unwrap_err();
+        let err =
+            SidecarConfig::load_from(None, env(&[("RESIZEQ_PRESIGN__BUCKET", "b")])).unwrap_err();
         assert!(
             err.message().contains("no credential is configured"),
             "{err}"
@@ -451,8 +450,7 @@ mod tests {
 
     #[test]
     fn the_example_config_documents_the_presign_defaults() {
-        let example =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/resizeq.example.toml");
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/resizeq.example.toml");
         // The example leaves the bucket and credentials commented out (they have no default).
         let c = SidecarConfig::load_from(Some(&example), env(MINIMAL)).unwrap();
         let mut expected = PresignConfig {

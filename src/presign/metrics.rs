@@ -52,7 +52,10 @@ pub fn install_recorder() -> PrometheusHandle {
 }
 
 fn describe() {
-    metrics::describe_counter!(URLS_ISSUED, "Upload URLs issued, by method and content type.");
+    metrics::describe_counter!(
+        URLS_ISSUED,
+        "Upload URLs issued, by method and content type."
+    );
     metrics::describe_counter!(REJECTIONS, "Requests refused, by reason.");
     metrics::describe_histogram!(
         REQUEST_DURATION,

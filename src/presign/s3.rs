@@ -64,9 +64,9 @@ impl S3Presigner {
             .ok_or_else(|| {
                 Error::config("no AWS region: set aws.region (RESIZEQ_AWS__REGION) or AWS_REGION")
             })?;
-        let credentials = sdk.credentials_provider().ok_or_else(|| {
-            Error::config("no AWS credentials provider (aws-config found none)")
-        })?;
+        let credentials = sdk
+            .credentials_provider()
+            .ok_or_else(|| Error::config("no AWS credentials provider (aws-config found none)"))?;
         let endpoint = aws_config
             .endpoint_url
             .clone()
@@ -75,7 +75,12 @@ impl S3Presigner {
             client: aws::s3_client(sdk, aws_config),
             credentials,
             cached: Mutex::new(None),
-            post_url: post_url(endpoint.as_deref(), aws_config.force_path_style, &region, bucket),
+            post_url: post_url(
+                endpoint.as_deref(),
+                aws_config.force_path_style,
+                &region,
+                bucket,
+            ),
             region,
             bucket: bucket.into(),
         })

@@ -297,7 +297,12 @@ fn check_length(config: &PresignConfig, length: u64) -> Result<(), ApiError> {
 /// `{prefix}/{caller}/{uuid}.{ext}`: chosen here, never by the client.
 fn new_key(config: &PresignConfig, caller: &Caller, content_type: &str) -> String {
     let ext = extension_for(content_type).unwrap_or("bin");
-    format!("{}/{}/{}.{ext}", config.prefix, caller.id, uuid::Uuid::new_v4())
+    format!(
+        "{}/{}/{}.{ext}",
+        config.prefix,
+        caller.id,
+        uuid::Uuid::new_v4()
+    )
 }
 
 /// The last path segment, printable, without quotes or separators; `None` if nothing is left.
@@ -361,11 +366,19 @@ async fn create_upload(
     };
     let (url, fields, headers) = match request.method {
         UploadMethod::Post => {
-            let post = state.presigner.presign_post(&target).await.map_err(signing_failed)?;
+            let post = state
+                .presigner
+                .presign_post(&target)
+                .await
+                .map_err(signing_failed)?;
             (post.url, Some(post.fields), None)
         }
         UploadMethod::Put => {
-            let put = state.presigner.presign_put(&target).await.map_err(signing_failed)?;
+            let put = state
+                .presigner
+                .presign_put(&target)
+                .await
+                .map_err(signing_failed)?;
             (put.url, None, Some(put.headers.into_iter().collect()))
         }
     };
@@ -429,11 +442,16 @@ async fn compat_presigned_uri(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let caller = admit(&state, &headers).await?;
     let Query(query) = query.map_err(|e| {
-        ApiError::bad_request(m::REASON_INVALID_REQUEST, format!("invalid query: {}", e.body_text()))
+        ApiError::bad_request(
+            m::REASON_INVALID_REQUEST,
+            format!("invalid query: {}", e.body_text()),
+        )
     })?;
     let config = &state.config;
-    let content_type =
-        allowed_content_type(config, query.content_type.as_deref().unwrap_or("image/jpeg"))?;
+    let content_type = allowed_content_type(
+        config,
+        query.content_type.as_deref().unwrap_or("image/jpeg"),
+    )?;
     if let Some(length) = query.content_length {
         check_length(config, length)?;
     }
@@ -446,9 +464,21 @@ async fn compat_presigned_uri(
         now: SystemTime::now(),
         expires_in: Duration::from_secs(config.expires_secs),
     };
-    let put = state.presigner.presign_put(&target).await.map_err(signing_failed)?;
-    issued(&caller, &key, UploadMethod::Put, content_type, config.expires_secs);
-    Ok(Json(serde_json::json!({"result": "SUCCESS", "data": [put.url]})))
+    let put = state
+        .presigner
+        .presign_put(&target)
+        .await
+        .map_err(signing_failed)?;
+    issued(
+        &caller,
+        &key,
+        UploadMethod::Put,
+        content_type,
+        config.expires_secs,
+    );
+    Ok(Json(
+        serde_json::json!({"result": "SUCCESS", "data": [put.url]}),
+    ))
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
@@ -487,7 +517,10 @@ mod tests {
 
     #[test]
     fn filenames_are_reduced_to_a_safe_last_segment() {
-        assert_eq!(sanitize_filename("IMG_0001.JPG").as_deref(), Some("IMG_0001.JPG"));
+        assert_eq!(
+            sanitize_filename("IMG_0001.JPG").as_deref(),
+            Some("IMG_0001.JPG")
+        );
         assert_eq!(
             sanitize_filename("../../etc/passwd").as_deref(),
             Some("passwd")
@@ -508,7 +541,10 @@ mod tests {
     #[test]
     fn content_types_are_matched_against_the_allow_list() {
         let config = PresignConfig::default();
-        assert_eq!(allowed_content_type(&config, " Image/JPEG ").unwrap(), "image/jpeg");
+        assert_eq!(
+            allowed_content_type(&config, " Image/JPEG ").unwrap(),
+            "image/jpeg"
+        );
         let e = allowed_content_type(&config, "text/html").unwrap_err();
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
         assert!(e.message.contains("image/png"), "{}", e.message);

@@ -87,7 +87,11 @@ impl StrictS3 {
         &self,
         bucket: &str,
         key: &str,
-    ) -> Option<(Vec<u8>, std::collections::HashMap<String, String>, Option<String>)> {
+    ) -> Option<(
+        Vec<u8>,
+        std::collections::HashMap<String, String>,
+        Option<String>,
+    )> {
         match self.s3.get_object().bucket(bucket).key(key).send().await {
             Ok(out) => {
                 let metadata = out.metadata().cloned().unwrap_or_default();
