@@ -764,7 +764,7 @@ async fn a_disallowed_type_or_size_is_400_with_a_clear_message() {
 
 #[tokio::test]
 async fn the_rate_limit_answers_429_with_retry_after_and_recovers() {
-    let sidecar = Sidecar::start("", "[presign.rate_limit]\nper_minute = 60\nburst = 2\n").await;
+    let sidecar = Sidecar::start("", "[presign.rate_limit]\nper_minute = 12\nburst = 2\n").await;
     let alice = bearer(&token_for("alice", "upload"));
     let bob = bearer(&token_for("bob", "upload"));
     let request = || upload_request("POST", "image/jpeg", 100);
@@ -779,7 +779,8 @@ async fn the_rate_limit_answers_429_with_retry_after_and_recovers() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    // One request every 5 s once the burst is spent (a slow machine may have used some of it).
+    assert!((1..=5).contains(&retry_after), "{retry_after}");
     let body: Value = limited.json().await.unwrap();
     assert_eq!(body["error"], "rate_limited");
     // Per caller: bob is not held back by alice.
