@@ -211,6 +211,40 @@ impl Default for MetricsConfig {
     }
 }
 
+/// The file and environment layers shared by both binaries (the sidecar's config is in
+/// `presign::config`): `file` (which must exist), else `resizeq.toml` if present, then the
+/// `RESIZEQ_` variables among `env`. Merge it over your own defaults.
+pub fn sources(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Figment> {
+    let mut figment = Figment::new();
+    let file: Option<PathBuf> = match file {
+        Some(path) if !path.is_file() => {
+            return Err(Error::config(format!(
+                "config file {} does not exist",
+                path.display()
+            )))
+        }
+        Some(path) => Some(path.to_path_buf()),
+        None => Some(PathBuf::from(DEFAULT_FILE)).filter(|p| p.is_file()),
+    };
+    if let Some(path) = &file {
+        figment = figment.merge(Toml::file_exact(path));
+    }
+    let env: Vec<(String, String)> = env
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix(ENV_PREFIX)?.to_string(), v)))
+        .filter(|(k, _)| !NON_CONFIG_ENV.contains(&k.as_str()))
+        .collect();
+    if !env.is_empty() {
+        // Figment's Env reads the process environment; feed it ours through a dedicated
+        // provider so tests can pass their own.
+        figment = figment.merge(EnvProvider(env));
+    }
+    Ok(figment)
+}
+
 impl Config {
     /// Loads from `file` (which must exist), else from `resizeq.toml` if present, then the
     /// environment, and validates.
@@ -223,30 +257,8 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config> {
-        let mut figment = Figment::from(Serialized::defaults(Config::default()));
-        let file: Option<PathBuf> = match file {
-            Some(path) if !path.is_file() => {
-                return Err(Error::config(format!(
-                    "config file {} does not exist",
-                    path.display()
-                )))
-            }
-            Some(path) => Some(path.to_path_buf()),
-            None => Some(PathBuf::from(DEFAULT_FILE)).filter(|p| p.is_file()),
-        };
-        if let Some(path) = &file {
-            figment = figment.merge(Toml::file_exact(path));
-        }
-        let env: Vec<(String, String)> = env
-            .into_iter()
-            .filter_map(|(k, v)| Some((k.strip_prefix(ENV_PREFIX)?.to_string(), v)))
-            .filter(|(k, _)| !NON_CONFIG_ENV.contains(&k.as_str()))
-            .collect();
-        if !env.is_empty() {
-            // Figment's Env reads the process environment; feed it ours through a dedicated
-            // provider so tests can pass their own.
-            figment = figment.merge(EnvProvider(env));
-        }
+        let figment =
+            Figment::from(Serialized::defaults(Config::default())).merge(sources(file, env)?);
         let config: Config = figment.extract().map_err(describe_figment_error)?;
         config.pipeline_settings().validate()?;
         config.validate_worker()?;
@@ -328,7 +340,7 @@ impl Config {
 }
 
 /// Key names whose values never leave the process.
-fn is_secret_key(key: &str) -> bool {
+pub fn is_secret_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
     ["secret", "password", "token", "sha256", "access_key"]
         .iter()
@@ -353,7 +365,7 @@ fn redact(value: &mut figment::value::Value) {
 }
 
 /// One line per problem, naming the key and where its value came from.
-fn describe_figment_error(e: figment::Error) -> Error {
+pub fn describe_figment_error(e: figment::Error) -> Error {
     let messages: Vec<String> = e
         .into_iter()
         .map(|err| {

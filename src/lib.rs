@@ -15,6 +15,8 @@
 //!   logs + OpenTelemetry traces.
 //! - [`ops`]: operator tools (`resizeq dlq …`, `resizeq backfill`) over the same config.
 //! - [`error`]: typed errors that say whether a failure is permanent or transient.
+//! - [`presign`]: the `resizeq-presign` upload sidecar (HTTP API, auth, URL signing); needs
+//!   neither the codecs nor the worker.
 
 pub mod adapters;
 #[cfg(feature = "codecs")]
@@ -28,6 +30,7 @@ pub mod event;
 pub mod ops;
 pub mod pipeline;
 pub mod ports;
+pub mod presign;
 pub mod telemetry;
 #[cfg(feature = "codecs")]
 pub mod worker;

@@ -1,7 +1,101 @@
 //! `resizeq-presign`: the upload sidecar. Builds without the image codecs:
-//! `cargo build --no-default-features --bin resizeq-presign`.
+//! `cargo build --no-default-features --bin resizeq-presign`. Only wiring lives here.
 
-fn main() -> std::process::ExitCode {
-    eprintln!("resizeq-presign: not implemented yet (see the presign issue)");
-    std::process::ExitCode::FAILURE
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use resizeq::adapters::aws;
+use resizeq::presign::{self, config::SidecarConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "resizeq-presign",
+    version,
+    about = "Short-lived, bound, authenticated upload URLs for S3"
+)]
+struct Cli {
+    /// Config file (default: ./resizeq.toml if present). RESIZEQ_* variables override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let config = match SidecarConfig::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "invalid configuration");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "resizeq-presign failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: SidecarConfig) -> resizeq::Result<()> {
+    let sdk = aws::sdk_config(&config.aws).await;
+    let router = presign::build(&config, &sdk)?;
+    let listener = tokio::net::TcpListener::bind(&config.presign.listen)
+        .await
+        .map_err(|e| {
+            resizeq::Error::config(format!("presign.listen {}: {e}", config.presign.listen))
+        })?;
+    tracing::info!(
+        listen = %listener.local_addr().map_or(config.presign.listen.clone(), |a| a.to_string()),
+        bucket = config.bucket(),
+        "resizeq-presign listening"
+    );
+    presign::serve(listener, router, async {
+        let signal = wait_for_signal().await;
+        tracing::info!(signal, "shutting down");
+    })
+    .await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+/// JSON lines when stderr is not a terminal; `RESIZEQ_LOG` (or `RUST_LOG`) filters.
+fn init_logging() {
+    let filter = std::env::var("RESIZEQ_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::io::stderr().is_terminal() {
+        builder.init();
+    } else {
+        builder.json().flatten_event(true).init();
+    }
 }

@@ -1,0 +1,47 @@
+//! Test-only signing keys (generated for these tests, never used anywhere else): the sidecar
+//! verifies tokens made with them through a JWKS file or URL.
+#![allow(dead_code)]
+
+/// ES256 (P-256), published in the test JWKS as kid `es-1`.
+pub const ES256_PRIVATE_PEM: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgKR1AQcmSvHO9C+cp
+QRPYsGJ6GwpLyslhybVEcMu75dShRANCAAT99xNaGuQUe7eHygbwaECQAUsvUHjg
+KyP0uLJavqzBwRDSSFeowdy+givwSmNAC8o1YqzepgGhfr28AVZQk8g5
+-----END PRIVATE KEY-----\n";
+
+/// Another P-256 key, in no JWKS: tokens signed with it must be refused.
+pub const ES256_OTHER_PRIVATE_PEM: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg62rZY5lYY7XRb8za
+zOh6UDIO5iE4JWDxzE4H/EXUJY+hRANCAARaQV4+/8m5CzfP3Cz+xkIq5QaPgALM
+hYfzReKxQoYVCVOLX/uu969p3V1ejirJ/nZbXzzjix+mwafIJXA4q2l3
+-----END PRIVATE KEY-----\n";
+
+/// RS256 (2048 bits), published as kid `rs-1` by the test JWKS URL.
+pub const RS256_PRIVATE_PEM: &str = "-----BEGIN PRIVATE KEY-----
+MIIEvAIBADANBgkqhkiG9w0BAQEFAASCBKYwggSiAgEAAoIBAQCzX69y/zvJ0A73
+QSMI4TdeNpvyUa/MjJT3382ARVNHDO0mrW85jr5fo3qZmVz4fzEx47YL/spW7bK5
+Gf/7D8IrJxZAYvU7zAr3b7nqtEpWyPEcOnh/JluDqXLZO/e9OWFSP69O3dzsU5Fb
+foTgxDeJF3PAtdoQu6H82Y1ni58NvrLqaAvYSnQc+dp42hp7mDgUhRb31w2qja/Y
+f80Aw/kvX5ykG6Q3AL94cseSd6cgThDLAHW1gZhJWuLhPeCtYFIYi5JMZsUYeuUz
+svHMCqe4HBHmR+bvZKsNDgZ4NgL7ahVqAWSc+RPJMIz53oIGb4IupYeHgb3lOY2S
+n6EVp0e3AgMBAAECggEACcjjcjt4EHc4CcbU2WwnsAz8jshj9Z2JlsfvltqxQ0Py
+P9TgJ1yhB+iMDIrwJmIR1e3dBWR9tyY6RJyleRWP+vij3xlG1V85DexbUPFKyNcn
+R+nsnssB3PnGWRFLX1gc9fahYoT5wy5/1GTfbL9nZCQSXWXOInGJ0ZgwfYCBSaeQ
+1glEr3DXMP5dC1WXVT4OKM+CRqxADuhNRH+ovq87ie8UOK2b9TzIK0x0C5c9W9U+
+EFDio7J5WXXfaqVR76+yR92U25nTftnaUIQEZ3+33G87tD4cK2gqy8gXlJBnEbQV
+o3kw608XrvoqZgOFOREFimjOB6jitTa7eNki7oh2gQKBgQD1C4KDuBn2AqYLVWda
+rhuXE3MGh7ypzXEXMFLhrEA9BOnv47ta82kzJMaMrhRCB+Wj9jMHeKKA3J1zqYQL
+ONyv/O1J08HQGtUgkrL0+oL0lg+qXhkmahDLDtjdJRw4xXANapgW5M8SCtm4P1ur
+aftlwLrNimZcUP/Kym3n9EV59wKBgQC7ZJT+A5R792oTniO3prgI/To69dRyrOS6
+r2nE2hDb8rQ/2j0nC9PiiZ71NsoDapJAdzbFDpqzwCXZKTVRDP6op9ZfTSEMJLiE
+g1SQFHmjgu2IAhLLlUWulj2DgRMVwAbTHFpz2dG21g1nzKJB6PxESMyMRO+seWme
+Jgd9bsMwQQKBgELElRZQ1noKtLWH2raBlDDw8rmHyKc3vCXGW/7zkTlPGnLryUP5
+6OMvlQ4F7K0lO7QWREc33odgFWLLgJgSMUeekgU4tql+di3+6tYHYCFGthQEubOW
+2OaLMBnpn6v0WBi/v5sVUzqmTDaAxPiK0x4hioSwvj1PMLNPvuyhyUB3AoGAJEGp
+shvvNq0AERufvYC8SsDz60R0/lsFRjl6NWQbrvKefVw0SMG5FTObVcZr/403DtIB
+/s58kBq1N/cJIc1p2CfhCj9aDYdtS/Y8/kN35XMHkjEUgd83xDe9XxwyHRsyNtZd
+idyy/rUbkuG84xO4+106dklANhanoLmq6VHs4gECgYBhjvKqUKcOW7DUG0KAX+hu
+3umvJ4adWEa2GNFqYjfgNlvFMYcLdPrEnQt9BtbmiD0qvKye4epGtMOpaNTSo6uC
+T/MsMOzRk8cPMvWbXDSB9cr4Gc0ZVH8hroKdx0H+ZyZfv8Grlowo6G/y7iKoTktS
+FJQOYnEGKYKkKrATWkEUyw==
+-----END PRIVATE KEY-----\n";
