@@ -19,6 +19,10 @@ struct Cli {
     /// Config file (default: ./resizeq.toml if present). RESIZEQ_* variables override it.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Validate the config (file and environment) and exit: 0 if it is usable, 2 naming the
+    /// bad key otherwise. Deployment checks run it on the config the Helm chart renders.
+    #[arg(long)]
+    check: bool,
 }
 
 fn main() -> ExitCode {
@@ -31,6 +35,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if cli.check {
+        println!("config ok");
+        return ExitCode::SUCCESS;
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
