@@ -14,7 +14,7 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -293,42 +293,13 @@ impl World {
     }
 
     fn command(&self, until_empty: bool, extra: &[(&str, &str)]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_resizeq"));
-        cmd.arg("run");
-        if until_empty {
-            cmd.arg("--until-empty");
-        }
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("RESIZEQ_") {
-                cmd.env_remove(name);
-            }
-        }
-        let region = self.aws.aws.region.clone().unwrap_or("us-east-1".into());
-        cmd.current_dir(self.dir.path())
-            .env("RESIZEQ_QUEUE__URL", &self.queue)
-            .env("RESIZEQ_QUEUE__DLQ_URL", &self.dlq)
-            .env("RESIZEQ_AWS__ENDPOINT_URL", &self.aws.endpoint)
-            .env("RESIZEQ_AWS__FORCE_PATH_STYLE", "true")
-            .env("RESIZEQ_AWS__REGION", region)
-            .env("RESIZEQ_QUEUE__WAIT_TIME_SECS", "1")
-            .env("RESIZEQ_QUEUE__RETRY_BASE_SECS", "1")
-            .env("RESIZEQ_LOG", "info")
-            // Tests run side by side: no fixed port for the metrics listener.
-            .env("RESIZEQ_METRICS__LISTEN", "127.0.0.1:0")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        for var in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
-            if std::env::var_os(var).is_none() {
-                cmd.env(var, "testing");
-            }
-        }
-        for (k, v) in extra {
-            cmd.env(k, v);
-        }
-        cmd
+        let args: &[&str] = if until_empty {
+            &["run", "--until-empty"]
+        } else {
+            &["run"]
+        };
+        self.aws
+            .resizeq_command(self.dir.path(), &self.queue, &self.dlq, args, extra)
     }
 
     fn spawn(&self, until_empty: bool, extra: &[(&str, &str)]) -> Worker {

@@ -66,16 +66,59 @@ impl SqsQueue {
         op: &str,
         names: &[QueueAttributeName],
     ) -> Result<HashMap<QueueAttributeName, String>> {
-        let out = self
-            .client
-            .get_queue_attributes()
-            .queue_url(&self.url)
-            .set_attribute_names(Some(names.to_vec()))
-            .send()
-            .await
-            .map_err(|e| classify(&format!("sqs GetQueueAttributes ({op})"), e))?;
-        Ok(out.attributes.unwrap_or_default())
+        queue_attributes(&self.client, &self.url, op, names).await
     }
+}
+
+/// GetQueueAttributes of any queue (`op` names the purpose in errors).
+pub async fn queue_attributes(
+    client: &Client,
+    url: &str,
+    op: &str,
+    names: &[QueueAttributeName],
+) -> Result<HashMap<QueueAttributeName, String>> {
+    let out = client
+        .get_queue_attributes()
+        .queue_url(url)
+        .set_attribute_names(Some(names.to_vec()))
+        .send()
+        .await
+        .map_err(|e| classify(&format!("sqs GetQueueAttributes ({op}) {url}"), e))?;
+    Ok(out.attributes.unwrap_or_default())
+}
+
+/// Approximate visible, in-flight and delayed counts of any queue.
+pub async fn queue_depth(client: &Client, url: &str) -> Result<QueueDepth> {
+    let visible = QueueAttributeName::ApproximateNumberOfMessages;
+    let in_flight = QueueAttributeName::ApproximateNumberOfMessagesNotVisible;
+    let delayed = QueueAttributeName::ApproximateNumberOfMessagesDelayed;
+    let names = [visible.clone(), in_flight.clone(), delayed.clone()];
+    let attrs = queue_attributes(client, url, "depth", &names).await?;
+    let count = |name: &QueueAttributeName| {
+        attrs
+            .get(name)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Ok(QueueDepth {
+        visible: count(&visible),
+        in_flight: count(&in_flight),
+        delayed: count(&delayed),
+    })
+}
+
+/// The receive count (`ApproximateReceiveCount`, 1 when absent) and the first send time
+/// (`SentTimestamp`) of a received message.
+pub fn delivery_info(m: &aws_sdk_sqs::types::Message) -> (u32, Option<SystemTime>) {
+    let system = m.attributes();
+    let system_attr = |name: &MessageSystemAttributeName| system.and_then(|a| a.get(name));
+    let receive_count = system_attr(&MessageSystemAttributeName::ApproximateReceiveCount)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let sent_at = system_attr(&MessageSystemAttributeName::SentTimestamp)
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms));
+    (receive_count, sent_at)
 }
 
 fn clamp_secs(secs: u64) -> i32 {
@@ -86,14 +129,7 @@ fn clamp_secs(secs: u64) -> i32 {
 /// Our [`Message`] from an SQS one; `None` without an id or receipt handle (SQS always sends
 /// both).
 pub fn to_message(m: &aws_sdk_sqs::types::Message) -> Option<Message> {
-    let system = m.attributes();
-    let system_attr = |name: &MessageSystemAttributeName| system.and_then(|a| a.get(name));
-    let receive_count = system_attr(&MessageSystemAttributeName::ApproximateReceiveCount)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
-    let sent_at = system_attr(&MessageSystemAttributeName::SentTimestamp)
-        .and_then(|v| v.parse::<u64>().ok())
-        .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms));
+    let (receive_count, sent_at) = delivery_info(m);
     let mut attributes: HashMap<String, String> = m
         .message_attributes()
         .into_iter()
@@ -101,7 +137,10 @@ pub fn to_message(m: &aws_sdk_sqs::types::Message) -> Option<Message> {
         .filter(|(_, v)| !v.data_type().starts_with("Binary"))
         .filter_map(|(k, v)| Some((k.clone(), v.string_value()?.to_string())))
         .collect();
-    if let Some(trace) = system_attr(&MessageSystemAttributeName::AwsTraceHeader) {
+    let trace_header = m
+        .attributes()
+        .and_then(|a| a.get(&MessageSystemAttributeName::AwsTraceHeader));
+    if let Some(trace) = trace_header {
         attributes.insert(AWS_TRACE_HEADER.to_string(), trace.clone());
     }
     Some(Message {
@@ -363,26 +402,7 @@ impl Queue for SqsQueue {
     }
 
     async fn depth(&self) -> Result<QueueDepth> {
-        let visible = QueueAttributeName::ApproximateNumberOfMessages;
-        let in_flight = QueueAttributeName::ApproximateNumberOfMessagesNotVisible;
-        let delayed = QueueAttributeName::ApproximateNumberOfMessagesDelayed;
-        let attrs = self
-            .queue_attributes(
-                "depth",
-                &[visible.clone(), in_flight.clone(), delayed.clone()],
-            )
-            .await?;
-        let count = |name: &QueueAttributeName| {
-            attrs
-                .get(name)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        Ok(QueueDepth {
-            visible: count(&visible),
-            in_flight: count(&in_flight),
-            delayed: count(&delayed),
-        })
+        queue_depth(&self.client, &self.url).await
     }
 }
 

@@ -1,7 +1,7 @@
 //! [`DeadLetterQueue`] on SQS, and finding the dead-letter queue from the config.
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use aws_sdk_sqs::error::ProvideErrorMetadata;
 use aws_sdk_sqs::primitives::Blob;
@@ -14,6 +14,7 @@ use tokio::sync::OnceCell;
 
 use super::dlq::{AttributeValue, DeadLetterQueue, DlqMessage, MoveTaskStatus};
 use crate::adapters::aws::{classify, RawStatus};
+use crate::adapters::sqs;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::ports::QueueDepth;
@@ -42,15 +43,7 @@ impl SqsDeadLetterQueue {
         url: &str,
         names: &[QueueAttributeName],
     ) -> Result<HashMap<QueueAttributeName, String>> {
-        let out = self
-            .client
-            .get_queue_attributes()
-            .queue_url(url)
-            .set_attribute_names(Some(names.to_vec()))
-            .send()
-            .await
-            .map_err(|e| classify(&format!("sqs GetQueueAttributes {url}"), e))?;
-        Ok(out.attributes.unwrap_or_default())
+        sqs::queue_attributes(&self.client, url, "dead-letter tools", names).await
     }
 
     async fn queue_arn(&self, url: &str) -> Result<String> {
@@ -69,8 +62,7 @@ impl SqsDeadLetterQueue {
 }
 
 fn from_sqs(m: &aws_sdk_sqs::types::Message) -> Option<DlqMessage> {
-    let system = m.attributes();
-    let system_attr = |name: &MessageSystemAttributeName| system.and_then(|a| a.get(name));
+    let (dlq_receive_count, sent_at) = sqs::delivery_info(m);
     let attributes = m
         .message_attributes()
         .into_iter()
@@ -91,12 +83,8 @@ fn from_sqs(m: &aws_sdk_sqs::types::Message) -> Option<DlqMessage> {
         receipt: m.receipt_handle()?.to_string(),
         body: m.body().unwrap_or_default().to_string(),
         attributes,
-        dlq_receive_count: system_attr(&MessageSystemAttributeName::ApproximateReceiveCount)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1),
-        sent_at: system_attr(&MessageSystemAttributeName::SentTimestamp)
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms)),
+        dlq_receive_count,
+        sent_at,
     })
 }
 
@@ -115,26 +103,7 @@ impl DeadLetterQueue for SqsDeadLetterQueue {
     }
 
     async fn depth(&self) -> Result<QueueDepth> {
-        let visible = QueueAttributeName::ApproximateNumberOfMessages;
-        let in_flight = QueueAttributeName::ApproximateNumberOfMessagesNotVisible;
-        let delayed = QueueAttributeName::ApproximateNumberOfMessagesDelayed;
-        let attrs = self
-            .attributes(
-                &self.url,
-                &[visible.clone(), in_flight.clone(), delayed.clone()],
-            )
-            .await?;
-        let count = |name: &QueueAttributeName| {
-            attrs
-                .get(name)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        Ok(QueueDepth {
-            visible: count(&visible),
-            in_flight: count(&in_flight),
-            delayed: count(&delayed),
-        })
+        sqs::queue_depth(&self.client, &self.url).await
     }
 
     async fn receive(&self, max: usize, lease: Duration) -> Result<Vec<DlqMessage>> {

@@ -72,6 +72,51 @@ pub fn unique(prefix: &str) -> String {
 }
 
 impl TestAws {
+    /// The `resizeq` binary set up against this emulator, as the end-to-end tests run it: none
+    /// of the caller's `RESIZEQ_*` variables, the given queue pair, path-style S3, 1 s polls and
+    /// retries, logs at info (JSON: stderr is a pipe), no fixed metrics port (tests run side by
+    /// side), no instance metadata; `args` and `env` come on top.
+    pub fn resizeq_command(
+        &self,
+        dir: &std::path::Path,
+        queue: &str,
+        dlq: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> tokio::process::Command {
+        use std::process::Stdio;
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_resizeq"));
+        cmd.args(args);
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("RESIZEQ_") {
+                cmd.env_remove(name);
+            }
+        }
+        let region = self.aws.region.clone().unwrap_or("us-east-1".into());
+        cmd.current_dir(dir)
+            .env("RESIZEQ_QUEUE__URL", queue)
+            .env("RESIZEQ_QUEUE__DLQ_URL", dlq)
+            .env("RESIZEQ_AWS__ENDPOINT_URL", &self.endpoint)
+            .env("RESIZEQ_AWS__FORCE_PATH_STYLE", "true")
+            .env("RESIZEQ_AWS__REGION", region)
+            .env("RESIZEQ_QUEUE__WAIT_TIME_SECS", "1")
+            .env("RESIZEQ_QUEUE__RETRY_BASE_SECS", "1")
+            .env("RESIZEQ_LOG", "info")
+            .env("RESIZEQ_METRICS__LISTEN", "127.0.0.1:0")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for var in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
+            if std::env::var_os(var).is_none() {
+                cmd.env(var, "testing");
+            }
+        }
+        cmd.envs(env.iter().copied());
+        cmd
+    }
+
     pub fn queue(&self, url: &str, dlq_url: Option<&str>) -> SqsQueue {
         SqsQueue::new(self.sqs.clone(), url, dlq_url.map(String::from))
     }

@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::{
@@ -141,39 +141,8 @@ impl World {
     /// `resizeq ARGS…` with the worker's config in the environment (queue, DLQ, endpoint),
     /// nothing inherited from the test's own RESIZEQ_ variables.
     pub fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_resizeq"));
-        cmd.args(args);
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("RESIZEQ_") {
-                cmd.env_remove(name);
-            }
-        }
-        let region = self.aws.aws.region.clone().unwrap_or("us-east-1".into());
-        cmd.current_dir(self.dir.path())
-            .env("RESIZEQ_QUEUE__URL", &self.queue)
-            .env("RESIZEQ_QUEUE__DLQ_URL", &self.dlq)
-            .env("RESIZEQ_AWS__ENDPOINT_URL", &self.aws.endpoint)
-            .env("RESIZEQ_AWS__FORCE_PATH_STYLE", "true")
-            .env("RESIZEQ_AWS__REGION", region)
-            .env("RESIZEQ_QUEUE__WAIT_TIME_SECS", "1")
-            .env("RESIZEQ_QUEUE__RETRY_BASE_SECS", "1")
-            .env("RESIZEQ_LOG", "info")
-            // Tests run side by side: no fixed port for the worker's metrics listener.
-            .env("RESIZEQ_METRICS__LISTEN", "127.0.0.1:0")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        for var in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
-            if std::env::var_os(var).is_none() {
-                cmd.env(var, "testing");
-            }
-        }
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        cmd
+        self.aws
+            .resizeq_command(self.dir.path(), &self.queue, &self.dlq, args, env)
     }
 
     /// Runs `resizeq ARGS…` to its end.
