@@ -250,7 +250,10 @@ async fn run_pipeline<Q: Queue, S: Store>(
         .map_err(|_| Error::io("memory budget closed"))?;
     let _in_use = MemoryInUse::reserve(cost);
     // Waiting for the CPU is not started work: on shutdown, give the message back instead.
+    // Biased: a free CPU slot wins over a drain that began meanwhile (the object is fetched;
+    // finishing beats fetching it again), where a random pick would release half the time.
     let _cpu = tokio::select! {
+        biased;
         permit = ctx.cpu.acquire() => permit.map_err(|_| Error::io("cpu pool closed"))?,
         _ = draining.cancelled() => return Err(Error::new(ErrorKind::Cancelled, "shutting down")),
     };
