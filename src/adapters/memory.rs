@@ -13,10 +13,120 @@ use crate::ports::{
     DeadLetter, GetOutcome, Message, ObjectInfo, PutObject, Queue, QueueDepth, Store,
 };
 
+/// One message of an in-process queue, with SQS's bookkeeping around it.
 #[derive(Debug)]
-struct Stored {
-    message: Message,
-    visible_at: Instant,
+pub struct Delivery<T> {
+    pub message: Message,
+    /// Invisible until then (leased, or delayed by a retry).
+    pub visible_at: Instant,
+    /// Delivered and not given back since: while invisible it counts as in flight, not delayed.
+    pub leased: bool,
+    /// What the owning queue keeps beside the message.
+    pub extra: T,
+}
+
+/// What SQS does between send and delete, in process: visibility deadlines, receive counts and
+/// a fresh receipt per delivery (an old receipt goes stale). The core of [`MemoryQueue`] and
+/// of local mode's queue (`worker::local::LocalQueue`); time is tokio's clock.
+#[derive(Debug)]
+pub struct Deliveries<T> {
+    entries: VecDeque<Delivery<T>>,
+}
+
+impl<T> Default for Deliveries<T> {
+    fn default() -> Self {
+        Deliveries {
+            entries: VecDeque::new(),
+        }
+    }
+}
+
+impl<T> Deliveries<T> {
+    /// Adds a message, visible at once.
+    pub fn push(&mut self, message: Message, extra: T) {
+        self.entries.push_back(Delivery {
+            message,
+            visible_at: Instant::now(),
+            leased: false,
+            extra,
+        });
+    }
+
+    /// Delivers up to `max` visible messages: one more receive each, a fresh receipt, and
+    /// invisible for `visibility` from `now`.
+    pub fn deliver(&mut self, now: Instant, max: usize, visibility: Duration) -> Vec<Message> {
+        self.entries
+            .iter_mut()
+            .filter(|d| d.visible_at <= now)
+            .take(max)
+            .map(|d| {
+                d.message.receive_count += 1;
+                d.message.receipt = format!("{}#{}", d.message.id, d.message.receive_count);
+                d.visible_at = now + visibility;
+                d.leased = true;
+                d.message.clone()
+            })
+            .collect()
+    }
+
+    /// Takes out the visible messages already delivered `max_receives` times (what a redrive
+    /// policy moves to the dead-letter queue).
+    pub fn take_exhausted(&mut self, now: Instant, max_receives: u32) -> Vec<Message> {
+        let (exhausted, kept) = std::mem::take(&mut self.entries)
+            .into_iter()
+            .partition(|d| d.visible_at <= now && d.message.receive_count >= max_receives);
+        self.entries = kept;
+        exhausted.into_iter().map(|d| d.message).collect()
+    }
+
+    /// The delivery `message` was received from, while its receipt is the current one.
+    pub fn by_receipt(&mut self, message: &Message) -> Result<&mut Delivery<T>> {
+        self.entries
+            .iter_mut()
+            .find(|d| d.message.id == message.id && d.message.receipt == message.receipt)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Service,
+                    format!("receipt {} is stale", message.receipt),
+                )
+            })
+    }
+
+    /// Deletes a message whatever its receipt (as SQS does for a message still in the queue).
+    pub fn remove(&mut self, id: &str) -> Option<Delivery<T>> {
+        let i = self.entries.iter().position(|d| d.message.id == id)?;
+        self.entries.remove(i)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Delivery<T>> {
+        self.entries.iter()
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Delivery<T>> {
+        self.entries.iter_mut()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn depth(&self, now: Instant) -> QueueDepth {
+        let mut depth = QueueDepth::default();
+        for d in &self.entries {
+            if d.visible_at <= now {
+                depth.visible += 1;
+            } else if d.leased {
+                depth.in_flight += 1;
+            } else {
+                depth.delayed += 1;
+            }
+        }
+        depth
+    }
 }
 
 /// A queue with visibility timeouts on tokio's clock (so `tokio::time::pause` drives it).
@@ -32,12 +142,10 @@ pub struct MemoryQueue {
 
 #[derive(Debug, Default)]
 struct QueueState {
-    messages: VecDeque<Stored>,
+    messages: Deliveries<()>,
     dead: Vec<(Message, DeadLetter)>,
     acked: Vec<Message>,
     lease_extensions: usize,
-    /// receipt → (message id, is current)
-    receipts: HashMap<String, String>,
 }
 
 impl MemoryQueue {
@@ -70,10 +178,7 @@ impl MemoryQueue {
             sent_at: Some(std::time::SystemTime::now()),
             attributes,
         };
-        self.inner.lock().unwrap().messages.push_back(Stored {
-            message,
-            visible_at: Instant::now(),
-        });
+        self.inner.lock().unwrap().messages.push(message, ());
         id
     }
 
@@ -98,24 +203,6 @@ impl MemoryQueue {
             .map(|s| (s.message.id.clone(), s.message.receive_count))
             .collect()
     }
-
-    fn with_receipt<T>(
-        &self,
-        receipt: &str,
-        f: impl FnOnce(&mut QueueState, usize) -> T,
-    ) -> Result<T> {
-        let mut state = self.inner.lock().unwrap();
-        let id =
-            state.receipts.get(receipt).cloned().ok_or_else(|| {
-                Error::new(ErrorKind::Service, format!("unknown receipt {receipt}"))
-            })?;
-        let index = state
-            .messages
-            .iter()
-            .position(|s| s.message.id == id && s.message.receipt == receipt)
-            .ok_or_else(|| Error::new(ErrorKind::Service, format!("receipt {receipt} is stale")))?;
-        Ok(f(&mut state, index))
-    }
 }
 
 impl Queue for MemoryQueue {
@@ -138,25 +225,11 @@ impl Queue for MemoryQueue {
         let deadline = Instant::now() + wait;
         loop {
             let now = Instant::now();
-            let mut out = Vec::new();
-            {
-                let mut state = self.inner.lock().unwrap();
-                let QueueState {
-                    messages, receipts, ..
-                } = &mut *state;
-                for stored in messages
-                    .iter_mut()
-                    .filter(|s| s.visible_at <= now)
-                    .take(max)
-                {
-                    stored.message.receive_count += 1;
-                    stored.message.receipt =
-                        format!("{}#{}", stored.message.id, stored.message.receive_count);
-                    stored.visible_at = now + visibility.unwrap_or(self.visibility);
-                    receipts.insert(stored.message.receipt.clone(), stored.message.id.clone());
-                    out.push(stored.message.clone());
-                }
-            }
+            let out = self.inner.lock().unwrap().messages.deliver(
+                now,
+                max,
+                visibility.unwrap_or(self.visibility),
+            );
             if !out.is_empty() || now >= deadline {
                 return Ok(out);
             }
@@ -169,25 +242,26 @@ impl Queue for MemoryQueue {
             // Like SQS, deleting with a stale receipt of a message still in the queue works;
             // deleting an already deleted one is a no-op.
             let mut state = self.inner.lock().unwrap();
-            if let Some(i) = state.messages.iter().position(|s| s.message.id == m.id) {
-                let stored = state.messages.remove(i).unwrap();
-                state.acked.push(stored.message);
+            if let Some(delivery) = state.messages.remove(&m.id) {
+                state.acked.push(delivery.message);
             }
         }
         Ok(())
     }
 
     async fn retry_after(&self, message: &Message, delay: Duration) -> Result<()> {
-        self.with_receipt(&message.receipt, |state, i| {
-            state.messages[i].visible_at = Instant::now() + delay
-        })
+        let mut state = self.inner.lock().unwrap();
+        let delivery = state.messages.by_receipt(message)?;
+        delivery.visible_at = Instant::now() + delay;
+        delivery.leased = false;
+        Ok(())
     }
 
     async fn extend_lease(&self, message: &Message, visibility: Duration) -> Result<()> {
-        self.with_receipt(&message.receipt, |state, i| {
-            state.messages[i].visible_at = Instant::now() + visibility;
-            state.lease_extensions += 1;
-        })
+        let mut state = self.inner.lock().unwrap();
+        state.messages.by_receipt(message)?.visible_at = Instant::now() + visibility;
+        state.lease_extensions += 1;
+        Ok(())
     }
 
     fn has_dead_letter_queue(&self) -> bool {
@@ -200,13 +274,7 @@ impl Queue for MemoryQueue {
         }
         let mut state = self.inner.lock().unwrap();
         state.dead.push((message.clone(), reason.clone()));
-        if let Some(i) = state
-            .messages
-            .iter()
-            .position(|s| s.message.id == message.id)
-        {
-            state.messages.remove(i);
-        }
+        state.messages.remove(&message.id);
         Ok(())
     }
 
@@ -215,18 +283,7 @@ impl Queue for MemoryQueue {
     }
 
     async fn depth(&self) -> Result<QueueDepth> {
-        let now = Instant::now();
-        let state = self.inner.lock().unwrap();
-        let visible = state
-            .messages
-            .iter()
-            .filter(|s| s.visible_at <= now)
-            .count() as u64;
-        Ok(QueueDepth {
-            visible,
-            in_flight: state.messages.len() as u64 - visible,
-            delayed: 0,
-        })
+        Ok(self.inner.lock().unwrap().messages.depth(Instant::now()))
     }
 }
 
@@ -362,5 +419,58 @@ impl Store for MemoryStore {
             .insert((object.bucket, object.key), (object.bytes, info));
         self.puts.fetch_add(1, Ordering::SeqCst);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(id: &str) -> Message {
+        Message {
+            id: id.into(),
+            receipt: String::new(),
+            body: "{}".into(),
+            receive_count: 0,
+            sent_at: None,
+            attributes: HashMap::new(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deliveries_keep_sqs_visibility_receipts_and_redrive() {
+        let mut q: Deliveries<()> = Deliveries::default();
+        q.push(message("a"), ());
+        q.push(message("b"), ());
+        let vis = Duration::from_secs(30);
+        let first = q.deliver(Instant::now(), 1, vis);
+        assert_eq!((first[0].id.as_str(), first[0].receive_count), ("a", 1));
+        let depth = q.depth(Instant::now());
+        assert_eq!((depth.visible, depth.in_flight, depth.delayed), (1, 1, 0));
+
+        // Given back with a delay: delayed, not in flight; its old receipt still works once.
+        let back = q.by_receipt(&first[0]).unwrap();
+        back.visible_at = Instant::now() + Duration::from_secs(5);
+        back.leased = false;
+        assert_eq!(q.depth(Instant::now()).delayed, 1);
+
+        tokio::time::advance(Duration::from_secs(6)).await;
+        let again = q.deliver(Instant::now(), 10, vis);
+        assert_eq!(again.len(), 2, "both visible now");
+        assert!(
+            q.by_receipt(&first[0]).is_err(),
+            "a redelivery makes the old receipt stale"
+        );
+        assert!(q.by_receipt(&again[0]).is_ok());
+
+        // Redrive: visible and delivered max_receives times → taken out.
+        tokio::time::advance(vis).await;
+        let exhausted = q.take_exhausted(Instant::now(), 2);
+        assert_eq!(
+            exhausted.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+            ["a"]
+        );
+        assert_eq!(q.len(), 1);
+        assert!(q.remove("b").is_some() && q.is_empty());
     }
 }

@@ -15,7 +15,7 @@
 //! Never watched nor enqueued: output folders (`*-resized`, `destination.bucket`), `.resizeq`
 //! (sidecars), dotfiles and `*.tmp` (files being written, ours included).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,8 +30,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::adapters::fs::{etag_of, is_hidden_or_partial, FsStore};
+use crate::adapters::memory::Deliveries;
 use crate::config::{Config, DestinationConfig, Filters};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::event::{self, s3_notification, Parsed};
 use crate::ports::{DeadLetter, Message, Queue, QueueDepth};
 use crate::worker::{self, Mode, WorkerContext};
@@ -52,15 +53,8 @@ pub fn failed_file(root: &Path, bucket: &str) -> PathBuf {
     root.join(format!("{bucket}-failed.jsonl"))
 }
 
-#[derive(Debug)]
-struct Stored {
-    message: Message,
-    visible_at: Instant,
-    /// Received and not since returned with `retry_after` (in flight, not delayed).
-    leased: bool,
-    /// (bucket, key), to coalesce events on one file.
-    object: (String, String),
-}
+/// (bucket, key) of a message's file, to coalesce events on one file.
+type Object = (String, String);
 
 /// An in-process queue of synthetic S3 events. Cheap to clone: clones share the queue.
 #[derive(Debug, Clone)]
@@ -73,7 +67,7 @@ struct Shared {
     root: PathBuf,
     visibility: Duration,
     max_receives: u32,
-    messages: Mutex<VecDeque<Stored>>,
+    messages: Mutex<Deliveries<Object>>,
     /// (bucket, key, etag) listed in a failed file: not enqueued again.
     failed: Mutex<HashSet<(String, String, String)>>,
     /// Serialises appends to the failed files.
@@ -102,7 +96,7 @@ impl LocalQueue {
                 root: root.into(),
                 visibility: VISIBILITY,
                 max_receives: MAX_RECEIVES,
-                messages: Mutex::new(VecDeque::new()),
+                messages: Mutex::new(Deliveries::default()),
                 failed: Mutex::new(HashSet::new()),
                 failed_writes: Mutex::new(()),
                 next_id: AtomicU64::new(1),
@@ -160,26 +154,22 @@ impl LocalQueue {
         let object = (failed.0, failed.1);
         {
             let mut messages = self.shared.messages.lock().unwrap();
-            if let Some(pending) = messages
+            let pending = messages
                 .iter_mut()
-                .find(|s| s.object == object && s.message.receive_count == 0)
-            {
+                .find(|d| d.extra == object && d.message.receive_count == 0);
+            if let Some(pending) = pending {
                 pending.message.body = body;
             } else {
                 let id = format!("l{}", self.shared.next_id.fetch_add(1, Ordering::SeqCst));
-                messages.push_back(Stored {
-                    message: Message {
-                        id,
-                        receipt: String::new(),
-                        body,
-                        receive_count: 0,
-                        sent_at: Some(SystemTime::now()),
-                        attributes: HashMap::new(),
-                    },
-                    visible_at: Instant::now(),
-                    leased: false,
-                    object,
-                });
+                let message = Message {
+                    id,
+                    receipt: String::new(),
+                    body,
+                    receive_count: 0,
+                    sent_at: Some(SystemTime::now()),
+                    attributes: HashMap::new(),
+                };
+                messages.push(message, object);
             }
         }
         self.shared.wake.notify_waiters();
@@ -193,21 +183,6 @@ impl LocalQueue {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    fn with_receipt(&self, message: &Message, f: impl FnOnce(&mut Stored)) -> Result<()> {
-        let mut messages = self.shared.messages.lock().unwrap();
-        let stored = messages
-            .iter_mut()
-            .find(|s| s.message.id == message.id && s.message.receipt == message.receipt)
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::Service,
-                    format!("receipt {} is stale", message.receipt),
-                )
-            })?;
-        f(stored);
-        Ok(())
     }
 
     /// Appends the message's file to its bucket's failed file, and remembers it.
@@ -267,10 +242,7 @@ impl LocalQueue {
     }
 
     fn remove(&self, id: &str) {
-        let mut messages = self.shared.messages.lock().unwrap();
-        if let Some(i) = messages.iter().position(|s| s.message.id == id) {
-            messages.remove(i);
-        }
+        self.shared.messages.lock().unwrap().remove(id);
     }
 }
 
@@ -284,33 +256,13 @@ impl Queue for LocalQueue {
         let deadline = Instant::now() + wait;
         loop {
             let now = Instant::now();
-            let mut out = Vec::new();
-            let mut exhausted = Vec::new();
-            {
+            let (exhausted, out) = {
                 let mut messages = self.shared.messages.lock().unwrap();
                 // Redrive: a message delivered `max_receives` times is given up.
-                let mut i = 0;
-                while i < messages.len() {
-                    let s = &messages[i];
-                    if s.visible_at <= now && s.message.receive_count >= self.shared.max_receives {
-                        exhausted.push(messages.remove(i).unwrap().message);
-                    } else {
-                        i += 1;
-                    }
-                }
-                for stored in messages
-                    .iter_mut()
-                    .filter(|s| s.visible_at <= now)
-                    .take(max)
-                {
-                    stored.message.receive_count += 1;
-                    stored.message.receipt =
-                        format!("{}#{}", stored.message.id, stored.message.receive_count);
-                    stored.visible_at = now + visibility.unwrap_or(self.shared.visibility);
-                    stored.leased = true;
-                    out.push(stored.message.clone());
-                }
-            }
+                let exhausted = messages.take_exhausted(now, self.shared.max_receives);
+                let visibility = visibility.unwrap_or(self.shared.visibility);
+                (exhausted, messages.deliver(now, max, visibility))
+            };
             for message in exhausted {
                 let reason = format!(
                     "gave up after {} deliveries that failed transiently (see the log)",
@@ -338,16 +290,20 @@ impl Queue for LocalQueue {
     }
 
     async fn retry_after(&self, message: &Message, delay: Duration) -> Result<()> {
-        self.with_receipt(message, |s| {
-            s.visible_at = Instant::now() + delay;
-            s.leased = false;
-        })?;
+        {
+            let mut messages = self.shared.messages.lock().unwrap();
+            let delivery = messages.by_receipt(message)?;
+            delivery.visible_at = Instant::now() + delay;
+            delivery.leased = false;
+        }
         self.shared.wake.notify_waiters();
         Ok(())
     }
 
     async fn extend_lease(&self, message: &Message, visibility: Duration) -> Result<()> {
-        self.with_receipt(message, |s| s.visible_at = Instant::now() + visibility)
+        let mut messages = self.shared.messages.lock().unwrap();
+        messages.by_receipt(message)?.visible_at = Instant::now() + visibility;
+        Ok(())
     }
 
     fn has_dead_letter_queue(&self) -> bool {
@@ -375,19 +331,7 @@ impl Queue for LocalQueue {
     }
 
     async fn depth(&self) -> Result<QueueDepth> {
-        let now = Instant::now();
-        let messages = self.shared.messages.lock().unwrap();
-        let mut depth = QueueDepth::default();
-        for s in messages.iter() {
-            if s.visible_at <= now {
-                depth.visible += 1;
-            } else if s.leased {
-                depth.in_flight += 1;
-            } else {
-                depth.delayed += 1;
-            }
-        }
-        Ok(depth)
+        Ok(self.shared.messages.lock().unwrap().depth(Instant::now()))
     }
 }
 
