@@ -18,7 +18,6 @@ use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -171,29 +170,7 @@ impl World {
 
     /// (visible, not visible, delayed) of a queue.
     async fn depth_of(&self, url: &str) -> (u64, u64, u64) {
-        let out = self
-            .aws
-            .sqs
-            .get_queue_attributes()
-            .queue_url(url)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
-            .send()
-            .await
-            .expect("GetQueueAttributes");
-        let attrs = out.attributes().cloned().unwrap_or_default();
-        let n = |name: QueueAttributeName| -> u64 {
-            attrs
-                .get(&name)
-                .map(|v| v.parse().expect("a count"))
-                .unwrap_or(0)
-        };
-        (
-            n(QueueAttributeName::ApproximateNumberOfMessages),
-            n(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
-            n(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
-        )
+        self.aws.depth_of(url).await
     }
 
     async fn assert_queues_empty(&self) {

@@ -72,6 +72,32 @@ pub fn unique(prefix: &str) -> String {
 }
 
 impl TestAws {
+    /// (visible, not visible, delayed) of a queue, as SQS reports them.
+    pub async fn depth_of(&self, url: &str) -> (u64, u64, u64) {
+        let out = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+            .send()
+            .await
+            .expect("GetQueueAttributes");
+        let attrs = out.attributes().cloned().unwrap_or_default();
+        let n = |name: QueueAttributeName| -> u64 {
+            attrs
+                .get(&name)
+                .map(|v| v.parse().expect("a count"))
+                .unwrap_or(0)
+        };
+        (
+            n(QueueAttributeName::ApproximateNumberOfMessages),
+            n(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+            n(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
+        )
+    }
+
     /// The `resizeq` binary set up against this emulator, as the end-to-end tests run it: none
     /// of the caller's `RESIZEQ_*` variables, the given queue pair, path-style S3, 1 s polls and
     /// retries, logs at info (JSON: stderr is a pipe), no fixed metrics port (tests run side by

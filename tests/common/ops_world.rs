@@ -10,9 +10,7 @@ use std::path::PathBuf;
 use std::process::Output;
 use std::time::Duration;
 
-use aws_sdk_sqs::types::{
-    ChangeMessageVisibilityBatchRequestEntry, MessageAttributeValue, QueueAttributeName,
-};
+use aws_sdk_sqs::types::{ChangeMessageVisibilityBatchRequestEntry, MessageAttributeValue};
 use serde_json::Value;
 use tokio::process::Command;
 
@@ -236,29 +234,7 @@ impl World {
 
     /// (visible, not visible, delayed).
     pub async fn depth_of(&self, url: &str) -> (u64, u64, u64) {
-        let out = self
-            .aws
-            .sqs
-            .get_queue_attributes()
-            .queue_url(url)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
-            .send()
-            .await
-            .expect("GetQueueAttributes");
-        let attrs = out.attributes().cloned().unwrap_or_default();
-        let n = |name: QueueAttributeName| -> u64 {
-            attrs
-                .get(&name)
-                .map(|v| v.parse().expect("a count"))
-                .unwrap_or(0)
-        };
-        (
-            n(QueueAttributeName::ApproximateNumberOfMessages),
-            n(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
-            n(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
-        )
+        self.aws.depth_of(url).await
     }
 
     /// Waits until nothing in `url` is in flight (leases ended); panics after `timeout`.
