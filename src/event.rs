@@ -109,8 +109,8 @@ fn s3_record(record: &Value) -> Result<Option<ObjectCreated>> {
     }))
 }
 
-/// EventBridge "Object Created": keys are plain there, not form-encoded (real events carry
-/// `:` and spaces as they are, where S3 notifications would send `%3A` and `+`).
+/// EventBridge "Object Created": keys are plain there, not form-encoded (a published real
+/// event carries `:` as it is, where an S3 notification would send `%3A`).
 fn eventbridge(value: &Value) -> Result<Parsed> {
     if value.get("detail-type").and_then(Value::as_str) != Some("Object Created") {
         return Ok(Parsed::Created(Vec::new()));
