@@ -145,6 +145,26 @@ impl World {
             .await
     }
 
+    /// Uploads JPEG and PNG photos as `<prefix>/<name>`; (key, ETag) of each, in order.
+    async fn upload_photos(
+        &self,
+        prefix: &str,
+        files: &[(&str, Vec<u8>)],
+    ) -> Vec<(String, String)> {
+        let mut uploads = Vec::new();
+        for (name, bytes) in files {
+            let content_type = if name.ends_with(".png") {
+                "image/png"
+            } else {
+                "image/jpeg"
+            };
+            let key = format!("{prefix}/{name}");
+            let etag = self.upload(&key, bytes, content_type).await;
+            uploads.push((key, etag));
+        }
+        uploads
+    }
+
     /// Takes the next ObjectCreated event off the queue (deleting it) and returns its body.
     async fn take_event(&self) -> String {
         for _ in 0..10 {
@@ -973,17 +993,7 @@ async fn jobs_slower_than_the_visibility_timeout_are_not_redelivered() {
         }
     }
     let w = world(ctx, "slow", true).await;
-    let mut uploads = Vec::new();
-    for (name, bytes) in &files {
-        let ct = if name.ends_with(".png") {
-            "image/png"
-        } else {
-            "image/jpeg"
-        };
-        let key = format!("slow/{name}");
-        let etag = w.upload(&key, bytes, ct).await;
-        uploads.push((key, etag));
-    }
+    let uploads = w.upload_photos("slow", &files).await;
     let run = w
         .run_until_empty(&[
             ("RESIZEQ_QUEUE__VISIBILITY_TIMEOUT_SECS", "1"),
@@ -1045,17 +1055,7 @@ async fn sigterm_releases_jobs_that_have_not_started() {
         }
     }
     let w = world(ctx, "rel", true).await;
-    let mut uploads = Vec::new();
-    for (name, bytes) in &files {
-        let ct = if name.ends_with(".png") {
-            "image/png"
-        } else {
-            "image/jpeg"
-        };
-        let key = format!("rel/{name}");
-        let etag = w.upload(&key, bytes, ct).await;
-        uploads.push((key, etag));
-    }
+    let uploads = w.upload_photos("rel", &files).await;
     let worker = w.spawn(
         false,
         &[
