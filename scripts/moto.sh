@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Sourced by scripts/test: a local moto server (S3 + SQS emulator) for tests/aws_adapters.rs.
+# Sourced by scripts/test: a local moto server (S3 + SQS emulator) for the tests in tests/it/.
 #
 #   source scripts/moto.sh     # installs moto into target/moto-venv if needed, starts it,
 #                              # exports RESIZEQ_TEST_ENDPOINT and test credentials, and
@@ -106,4 +106,6 @@ urllib.request.urlopen(sys.argv[1], timeout=1).read()' "$url/moto-api/" 2>/dev/n
   printf '==> moto %s on %s (pid %s)\n' "$RESIZEQ_MOTO_VERSION" "$url" "$RESIZEQ_MOTO_PID"
 }
 
-resizeq_moto_start
+# RESIZEQ_MOTO_DEFER=1: only define the functions (scripts/test installs moto in the
+# background while it builds, then calls resizeq_moto_start).
+[[ -n "${RESIZEQ_MOTO_DEFER:-}" ]] || resizeq_moto_start

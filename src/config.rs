@@ -129,6 +129,13 @@ impl Default for DestinationConfig {
 }
 
 impl DestinationConfig {
+    /// Whether `bucket` holds our outputs: the configured destination, or any `*-resized`
+    /// bucket (the default destination of every source). Events there are never processed
+    /// (that would loop), and local mode never treats such folders as sources.
+    pub fn is_destination_bucket(&self, bucket: &str) -> bool {
+        self.bucket.as_deref() == Some(bucket) || bucket.ends_with("-resized")
+    }
+
     pub fn bucket_for(&self, source_bucket: &str) -> String {
         self.bucket
             .clone()

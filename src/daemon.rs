@@ -81,8 +81,8 @@ pub async fn run_queue(config: &Config, mode: Mode, shutdown: CancellationToken)
     info!(
         queue = %url,
         dlq = config.queue.dlq_url.as_deref().unwrap_or("(none: redrive policy)"),
-        variants = ctx.pipeline.settings().variants.len(),
-        config_fingerprint = ctx.pipeline.fingerprint(),
+        variants = ctx.processor.pipeline().settings().variants.len(),
+        config_fingerprint = ctx.processor.pipeline().fingerprint(),
         "resizeq worker starting"
     );
     let timeout = Duration::from_secs(config.worker.shutdown_timeout_secs);

@@ -6,19 +6,105 @@ use serde_json::Value;
 
 use crate::error::{Error, ErrorKind, Result};
 
+/// An object's entity tag, normalised once where it enters (adapters, event parsing): S3
+/// headers quote it (`"abc"`), events and listings may not.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct ETag(String);
+
+impl ETag {
+    pub fn new(raw: &str) -> ETag {
+        ETag(raw.trim_matches('"').to_string())
+    }
+
+    /// Without quotes, as events carry it and as variants record it in their metadata.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The ETag of stores that have no S3 to ask (a local folder, memory): FNV-1a 64 of the
+    /// bytes as 16 hex digits, so an unchanged file keeps its ETag across restarts.
+    pub fn of_bytes(bytes: &[u8]) -> ETag {
+        ETag(format!("{:016x}", crate::fnv::fnv1a64(bytes)))
+    }
+
+    /// In quotes, as an `If-Match` header wants it.
+    pub fn quoted(&self) -> String {
+        format!("\"{}\"", self.0)
+    }
+}
+
+impl std::ops::Deref for ETag {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ETag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for ETag {
+    fn from(raw: &str) -> ETag {
+        ETag::new(raw)
+    }
+}
+
+impl PartialEq<str> for ETag {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other.trim_matches('"')
+    }
+}
+
+impl PartialEq<String> for ETag {
+    fn eq(&self, other: &String) -> bool {
+        self == other.as_str()
+    }
+}
+
+impl PartialEq<ETag> for String {
+    fn eq(&self, other: &ETag) -> bool {
+        other == self
+    }
+}
+
+impl PartialEq<&str> for ETag {
+    fn eq(&self, other: &&str) -> bool {
+        self == *other
+    }
+}
+
 /// One object that was created.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectCreated {
     pub bucket: String,
     /// Decoded: S3 notifications form-encode keys (`+` is a space, `%2B` a plus).
     pub key: String,
-    /// Without quotes.
-    pub etag: Option<String>,
+    pub etag: Option<ETag>,
     pub size: Option<u64>,
     pub sequencer: Option<String>,
     pub version_id: Option<String>,
     /// RFC 3339, as the event carried it.
     pub event_time: Option<String>,
+}
+
+impl ObjectCreated {
+    /// An event for an object, as a caller that lists or watches objects knows it (backfill,
+    /// local mode): no event time, sequencer or version.
+    pub fn new(bucket: &str, key: &str, etag: Option<ETag>, size: Option<u64>) -> ObjectCreated {
+        ObjectCreated {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            etag,
+            size,
+            sequencer: None,
+            version_id: None,
+            event_time: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,7 +187,7 @@ fn s3_record(record: &Value) -> Result<Option<ObjectCreated>> {
     Ok(Some(ObjectCreated {
         bucket: bucket.to_string(),
         key,
-        etag: text(object, "eTag").map(|e| e.trim_matches('"').to_string()),
+        etag: text(object, "eTag").map(|e| ETag::new(&e)),
         size: object.get("size").and_then(Value::as_u64),
         sequencer: text(object, "sequencer"),
         version_id: text(object, "versionId"),
@@ -126,7 +212,7 @@ fn eventbridge(value: &Value) -> Result<Parsed> {
     Ok(Parsed::Created(vec![ObjectCreated {
         bucket: bucket.to_string(),
         key: key.to_string(),
-        etag: text(object, "etag").map(|e| e.trim_matches('"').to_string()),
+        etag: text(object, "etag").map(|e| ETag::new(&e)),
         size: object.get("size").and_then(Value::as_u64),
         sequencer: text(object, "sequencer"),
         version_id: text(object, "version-id"),
@@ -166,7 +252,8 @@ pub fn form_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// The body of a synthetic S3 ObjectCreated notification (backfill, tests).
+/// The body of an S3 ObjectCreated notification as S3 would send it (backfill enqueues these;
+/// tests use them as the queue's input).
 pub fn s3_notification(bucket: &str, key: &str, etag: Option<&str>, size: Option<u64>) -> String {
     let mut object = serde_json::json!({ "key": form_encode(key) });
     if let Some(etag) = etag {
@@ -219,7 +306,7 @@ mod tests {
         let e = &events[0];
         assert_eq!(e.bucket, "photos");
         assert_eq!(e.key, "a b+c/été.jpg");
-        assert_eq!(e.etag.as_deref(), Some("0123abcd"));
+        assert_eq!(e.etag, Some(ETag::new("0123abcd")));
         assert_eq!(e.size, Some(1234));
         assert_eq!(e.sequencer.as_deref(), Some("0055AED6DCD90281E5"));
         assert_eq!(e.version_id.as_deref(), Some("v1"));
@@ -259,7 +346,7 @@ mod tests {
             panic!()
         };
         assert_eq!(events[0].key, "a b.jpg");
-        assert_eq!(events[0].etag.as_deref(), Some("e1"));
+        assert_eq!(events[0].etag, Some(ETag::new("e1")));
         assert_eq!(
             events[0].event_time.as_deref(),
             Some("2024-05-01T12:00:00Z")

@@ -3,14 +3,16 @@
 //! Module map (dependencies point down):
 //! - [`cli`]: the `resizeq` subcommands (`resize`), glue between arguments and the core;
 //!   [`daemon`]: `resizeq run` wiring (adapters, logging, signals).
-//! - [`worker`]: the receive loop and per-message decisions, over the [`ports`] only;
-//!   [`adapters`]: SQS, S3, memory (tests) and local-folder implementations of the ports.
+//! - [`worker`]: [`worker::Processor`], the queue-free job core (one typed object event in,
+//!   its variants out), under the receive loop and per-message decisions; local mode. Over the
+//!   [`ports`] only; [`adapters`]: SQS, S3, memory (tests) and local-folder implementations.
 //! - [`pipeline`]: bytes in, encoded variants out; synchronous, knows nothing of tokio or AWS.
 //!   [`pipeline::settings`] is the pure part (variants, limits, key template) that the presign
 //!   sidecar can build without the codecs.
 //! - [`config`]: defaults → TOML file → `RESIZEQ_` environment, validated once.
-//! - [`ports`]: the queue and object-store traits the worker core uses; [`event`]: what a
-//!   queue message means (S3, SNS, EventBridge shapes).
+//! - [`ports`]: the queue and object-store traits the worker core uses; [`event`]: the typed
+//!   object events (and [`event::ETag`]) and what a queue message means (S3, SNS, EventBridge
+//!   shapes); [`fnv`]: the one change-detection hash.
 //! - [`telemetry`]: the metric catalogue, the `/metrics` `/healthz` `/readyz` listener and
 //!   logs + OpenTelemetry traces.
 //! - [`ops`]: operator tools (`resizeq dlq …`, `resizeq backfill`) over the same config.
@@ -26,6 +28,7 @@ pub mod config;
 pub mod daemon;
 pub mod error;
 pub mod event;
+pub mod fnv;
 #[cfg(feature = "codecs")]
 pub mod ops;
 pub mod pipeline;

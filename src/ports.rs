@@ -11,6 +11,8 @@ use std::future::Future;
 use std::time::{Duration, SystemTime};
 
 use crate::error::Result;
+pub use crate::event::ETag;
+use crate::event::Parsed;
 
 /// One received message, with what is needed to acknowledge or return it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +56,12 @@ impl QueueDepth {
 }
 
 pub trait Queue: Send + Sync + 'static {
+    /// What a message asks for. Queues of S3 notifications parse the body; an in-process
+    /// queue may hold its events typed.
+    fn events(&self, message: &Message) -> Result<Parsed> {
+        crate::event::parse(&message.body)
+    }
+
     /// Up to `max` messages, waiting up to `wait` for the first (long polling). `visibility`
     /// overrides the queue's visibility timeout for these receipts.
     fn receive(
@@ -101,8 +109,7 @@ pub trait Queue: Send + Sync + 'static {
 /// What a HEAD tells: enough to decide whether an object is current.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ObjectInfo {
-    /// Without quotes.
-    pub etag: String,
+    pub etag: ETag,
     pub size: u64,
     pub content_type: Option<String>,
     pub metadata: HashMap<String, String>,
@@ -137,7 +144,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         bucket: &str,
         key: &str,
-        if_match: Option<&str>,
+        if_match: Option<&ETag>,
     ) -> impl Future<Output = Result<GetOutcome>> + Send;
 
     fn head(
@@ -147,9 +154,4 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<ObjectInfo>>> + Send;
 
     fn put(&self, object: PutObject) -> impl Future<Output = Result<()>> + Send;
-}
-
-/// Normalises an ETag as S3 returns it (`"abc"`) or as events carry it (`abc`).
-pub fn bare_etag(etag: &str) -> &str {
-    etag.trim_matches('"')
 }

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::ports::{bare_etag, GetOutcome, ObjectInfo, PutObject, Store};
+use crate::ports::{ETag, GetOutcome, ObjectInfo, PutObject, Store};
 
 /// Where sidecar metadata lives, below the root.
 pub const STATE_DIR: &str = ".resizeq";
@@ -39,14 +39,6 @@ struct Sidecar {
     cache_control: Option<String>,
     #[serde(default)]
     metadata: HashMap<String, String>,
-}
-
-/// FNV-1a 64 of the bytes, as 16 hex digits (the same hash as the in-memory store).
-pub fn etag_of(bytes: &[u8]) -> String {
-    let hash = bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| {
-        (h ^ b as u64).wrapping_mul(0x100000001b3)
-    });
-    format!("{hash:016x}")
 }
 
 /// Whether a file or folder name is ours or not yet complete: dotfiles (our temp files, editor
@@ -188,8 +180,8 @@ impl FsStore {
         let Some(bytes) = read_optional(&path)? else {
             return Ok(None);
         };
-        let etag = etag_of(&bytes);
-        let sidecar = self.sidecar(bucket, key)?.filter(|s| s.etag == etag);
+        let etag = ETag::of_bytes(&bytes);
+        let sidecar = self.sidecar(bucket, key)?.filter(|s| etag == *s.etag);
         let (content_type, metadata) = match sidecar {
             Some(s) => (s.content_type, s.metadata),
             None => (None, HashMap::new()),
@@ -216,12 +208,10 @@ impl FsStore {
         }))
     }
 
-    fn get_sync(&self, bucket: &str, key: &str, if_match: Option<&str>) -> Result<GetOutcome> {
+    fn get_sync(&self, bucket: &str, key: &str, if_match: Option<&ETag>) -> Result<GetOutcome> {
         Ok(match self.load(bucket, key)? {
             None => GetOutcome::NotFound,
-            Some((_, info)) if if_match.is_some_and(|e| bare_etag(e) != info.etag) => {
-                GetOutcome::Changed
-            }
+            Some((_, info)) if if_match.is_some_and(|e| *e != info.etag) => GetOutcome::Changed,
             Some((bytes, info)) => GetOutcome::Found { bytes, info },
         })
     }
@@ -230,7 +220,7 @@ impl FsStore {
         let path = self.object_path(&object.bucket, &object.key)?;
         let meta_path = self.meta_path(&object.bucket, &object.key)?;
         let sidecar = Sidecar {
-            etag: etag_of(&object.bytes),
+            etag: ETag::of_bytes(&object.bytes).to_string(),
             content_type: Some(object.content_type),
             cache_control: object.cache_control,
             metadata: object.metadata,
@@ -252,10 +242,10 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 }
 
 impl Store for FsStore {
-    async fn get(&self, bucket: &str, key: &str, if_match: Option<&str>) -> Result<GetOutcome> {
+    async fn get(&self, bucket: &str, key: &str, if_match: Option<&ETag>) -> Result<GetOutcome> {
         let (store, bucket, key) = (self.clone(), bucket.to_string(), key.to_string());
-        let if_match = if_match.map(String::from);
-        blocking(move || store.get_sync(&bucket, &key, if_match.as_deref())).await
+        let if_match = if_match.cloned();
+        blocking(move || store.get_sync(&bucket, &key, if_match.as_ref())).await
     }
 
     async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectInfo>> {
@@ -292,7 +282,7 @@ mod tests {
         let store = FsStore::new(dir.path());
 
         let info = store.head("photos", "a b/c.png").await.unwrap().unwrap();
-        assert_eq!(info.etag, etag_of(b"hello"));
+        assert_eq!(info.etag, ETag::of_bytes(b"hello"));
         assert_eq!(info.size, 5);
         assert_eq!(info.content_type, None);
         assert!(info.metadata.is_empty());
@@ -329,14 +319,14 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("b")).unwrap();
         std::fs::write(dir.path().join("b/k"), b"one").unwrap();
         let store = FsStore::new(dir.path());
-        let etag = etag_of(b"one");
+        let etag = ETag::of_bytes(b"one");
         assert!(matches!(
             store.get("b", "k", Some(&etag)).await.unwrap(),
             GetOutcome::Found { .. }
         ));
         assert!(matches!(
             store
-                .get("b", "k", Some(&format!("\"{etag}\"")))
+                .get("b", "k", Some(&ETag::new(&etag.quoted())))
                 .await
                 .unwrap(),
             GetOutcome::Found { .. }
@@ -379,7 +369,7 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(info.etag, etag_of(b"jpeg"));
+        assert_eq!(info.etag, ETag::of_bytes(b"jpeg"));
         assert_eq!(info.size, 4);
         assert_eq!(info.content_type.as_deref(), Some("image/jpeg"));
         assert_eq!(info.metadata["resizeq-source-etag"], "abc");
@@ -393,7 +383,7 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(info.etag, etag_of(b"jpeg2"));
+        assert_eq!(info.etag, ETag::of_bytes(b"jpeg2"));
         assert_eq!(info.metadata["x"], "y");
     }
 

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::ports::{
-    DeadLetter, GetOutcome, Message, ObjectInfo, PutObject, Queue, QueueDepth, Store,
+    DeadLetter, ETag, GetOutcome, Message, ObjectInfo, PutObject, Queue, QueueDepth, Store,
 };
 
 /// One message of an in-process queue, with SQS's bookkeeping around it.
@@ -71,12 +71,12 @@ impl<T> Deliveries<T> {
 
     /// Takes out the visible messages already delivered `max_receives` times (what a redrive
     /// policy moves to the dead-letter queue).
-    pub fn take_exhausted(&mut self, now: Instant, max_receives: u32) -> Vec<Message> {
-        let (exhausted, kept) = std::mem::take(&mut self.entries)
+    pub fn take_exhausted(&mut self, now: Instant, max_receives: u32) -> Vec<Delivery<T>> {
+        let (exhausted, kept): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.entries)
             .into_iter()
             .partition(|d| d.visible_at <= now && d.message.receive_count >= max_receives);
         self.entries = kept;
-        exhausted.into_iter().map(|d| d.message).collect()
+        exhausted.into()
     }
 
     /// The delivery `message` was received from, while its receipt is the current one.
@@ -307,8 +307,8 @@ impl MemoryStore {
         MemoryStore::default()
     }
 
-    pub fn insert(&self, bucket: &str, key: &str, bytes: Vec<u8>) -> String {
-        let etag = format!("{:016x}", fnv(&bytes));
+    pub fn insert(&self, bucket: &str, key: &str, bytes: Vec<u8>) -> ETag {
+        let etag = ETag::of_bytes(&bytes);
         let info = ObjectInfo {
             etag: etag.clone(),
             size: bytes.len() as u64,
@@ -372,14 +372,8 @@ impl MemoryStore {
     }
 }
 
-fn fnv(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf29ce484222325u64, |h, &b| {
-        (h ^ b as u64).wrapping_mul(0x100000001b3)
-    })
-}
-
 impl Store for MemoryStore {
-    async fn get(&self, bucket: &str, key: &str, if_match: Option<&str>) -> Result<GetOutcome> {
+    async fn get(&self, bucket: &str, key: &str, if_match: Option<&ETag>) -> Result<GetOutcome> {
         self.check_available(bucket)?;
         if self.panicking_keys.lock().unwrap().iter().any(|k| k == key) {
             panic!("injected panic reading {bucket}/{key}");
@@ -391,7 +385,7 @@ impl Store for MemoryStore {
         let objects = self.objects.lock().unwrap();
         Ok(match objects.get(&(bucket.to_string(), key.to_string())) {
             None => GetOutcome::NotFound,
-            Some((_, info)) if if_match.is_some_and(|e| e != info.etag) => GetOutcome::Changed,
+            Some((_, info)) if if_match.is_some_and(|e| *e != info.etag) => GetOutcome::Changed,
             Some((bytes, info)) => GetOutcome::Found {
                 bytes: bytes.clone(),
                 info: info.clone(),
@@ -406,9 +400,8 @@ impl Store for MemoryStore {
 
     async fn put(&self, object: PutObject) -> Result<()> {
         self.check_available(&object.bucket)?;
-        let etag = format!("{:016x}", fnv(&object.bytes));
         let info = ObjectInfo {
-            etag,
+            etag: ETag::of_bytes(&object.bytes),
             size: object.bytes.len() as u64,
             content_type: Some(object.content_type),
             metadata: object.metadata,
@@ -467,7 +460,10 @@ mod tests {
         tokio::time::advance(vis).await;
         let exhausted = q.take_exhausted(Instant::now(), 2);
         assert_eq!(
-            exhausted.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+            exhausted
+                .iter()
+                .map(|d| d.message.id.as_str())
+                .collect::<Vec<_>>(),
             ["a"]
         );
         assert_eq!(q.len(), 1);

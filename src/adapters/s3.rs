@@ -10,7 +10,7 @@ use aws_sdk_s3::Client;
 
 use crate::adapters::aws::classify;
 use crate::error::{Error, Result};
-use crate::ports::{bare_etag, GetOutcome, ObjectInfo, PutObject, Store};
+use crate::ports::{ETag, GetOutcome, ObjectInfo, PutObject, Store};
 
 #[derive(Debug, Clone)]
 pub struct S3Store {
@@ -30,7 +30,7 @@ fn info(
     metadata: Option<&HashMap<String, String>>,
 ) -> ObjectInfo {
     ObjectInfo {
-        etag: bare_etag(etag.unwrap_or_default()).to_string(),
+        etag: ETag::new(etag.unwrap_or_default()),
         size: size.and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
         content_type: content_type.map(str::to_string),
         metadata: metadata.cloned().unwrap_or_default(),
@@ -54,14 +54,13 @@ fn get_error(bucket: &str, key: &str, err: SdkError<GetObjectError>) -> Result<G
 }
 
 impl Store for S3Store {
-    async fn get(&self, bucket: &str, key: &str, if_match: Option<&str>) -> Result<GetOutcome> {
+    async fn get(&self, bucket: &str, key: &str, if_match: Option<&ETag>) -> Result<GetOutcome> {
         let result = self
             .client
             .get_object()
             .bucket(bucket)
             .key(key)
-            // S3 compares the quoted form; events carry the ETag bare.
-            .set_if_match(if_match.map(|etag| format!("\"{}\"", bare_etag(etag))))
+            .set_if_match(if_match.map(ETag::quoted))
             .send()
             .await;
         let out = match result {

@@ -4,7 +4,7 @@
 //! Lists the prefix one page (1000 keys) at a time and, per page, either enqueues one synthetic
 //! S3 ObjectCreated event per object on `queue.url` (SendMessageBatch, 10 a call, failed
 //! entries retried), or with `--direct` runs the worker's own job handler
-//! ([`crate::worker::job::handle`]) on each in-process: the same idempotency check (variants
+//! ([`crate::worker::Processor`]) on each in-process: the same idempotency check (variants
 //! made from this ETag with this config are skipped), the same pipeline, the same bytes.
 //!
 //! Memory stays constant whatever the bucket holds: one page of keys, and at most
@@ -22,13 +22,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::{parse_since, progress_bar};
-use crate::adapters::{aws, memory::MemoryQueue, s3::S3Store};
+use crate::adapters::{aws, s3::S3Store};
 use crate::config::{Config, Filters};
 use crate::error::{Error, ErrorKind, Result};
-use crate::event;
-use crate::ports::Message;
-use crate::worker::job::{self, Decision, MessageOutcome};
-use crate::worker::WorkerContext;
+use crate::event::{self, ObjectCreated};
+use crate::ports::ETag;
+use crate::worker::{Processor, RecordOutcome};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BackfillArgs {
@@ -182,7 +181,7 @@ enum Sink {
         url: String,
     },
     Direct {
-        ctx: Arc<WorkerContext<MemoryQueue, S3Store>>,
+        processor: Arc<Processor<S3Store>>,
     },
     DryRun,
 }
@@ -197,11 +196,13 @@ pub async fn run(config: &Config, args: BackfillArgs) -> Result<ExitCode> {
     let (mode, sink) = if args.dry_run {
         (Mode::DryRun, Sink::DryRun)
     } else if args.direct {
-        // The worker's context with a queue it never uses: job::handle only reads and writes
-        // the store.
-        let queue = MemoryQueue::new(Duration::from_secs(30), false);
-        let ctx = WorkerContext::new(config, queue, S3Store::new(s3.clone()))?;
-        (Mode::Direct, Sink::Direct { ctx: Arc::new(ctx) })
+        let processor = Processor::new(config, S3Store::new(s3.clone()))?;
+        (
+            Mode::Direct,
+            Sink::Direct {
+                processor: Arc::new(processor),
+            },
+        )
     } else {
         let url = config.queue.url.clone().ok_or_else(|| {
             Error::config(
@@ -322,9 +323,9 @@ async fn backfill(
                 )
                 .await?
             }
-            Sink::Direct { ctx } => {
+            Sink::Direct { processor } => {
                 process_page(
-                    ctx,
+                    processor,
                     bucket,
                     matched,
                     concurrency,
@@ -533,7 +534,7 @@ const JOB_ATTEMPTS: u32 = 4;
 /// page was finished (not interrupted).
 #[allow(clippy::too_many_arguments)]
 async fn process_page(
-    ctx: &Arc<WorkerContext<MemoryQueue, S3Store>>,
+    processor: &Arc<Processor<S3Store>>,
     bucket: &str,
     objects: Vec<Listed>,
     concurrency: usize,
@@ -554,19 +555,17 @@ async fn process_page(
                 interrupted |= !count_job(done, bucket, report, bar, note);
             }
         }
-        let message = Message {
-            id: object.key.clone(),
-            receipt: String::new(),
-            body: event::s3_notification(bucket, &object.key, object.etag.as_deref(), object.size),
-            receive_count: 1,
-            sent_at: None,
-            attributes: HashMap::new(),
-        };
-        let ctx = ctx.clone();
+        let event = ObjectCreated::new(
+            bucket,
+            &object.key,
+            object.etag.as_deref().map(ETag::new),
+            object.size,
+        );
+        let processor = processor.clone();
         let cancel = cancel.clone();
         jobs.spawn(async move {
-            let outcome = handle_with_retries(&ctx, message.clone(), &cancel).await;
-            (message.id, outcome)
+            let outcome = handle_with_retries(&processor, &event, &cancel).await;
+            (event.key, outcome)
         });
     }
     while let Some(done) = jobs.join_next().await {
@@ -575,7 +574,7 @@ async fn process_page(
     !interrupted
 }
 
-type JobResult = std::result::Result<(String, Result<MessageOutcome>), tokio::task::JoinError>;
+type JobResult = std::result::Result<(String, Result<RecordOutcome>), tokio::task::JoinError>;
 
 /// Adds a finished job to the report; false if it was interrupted.
 fn count_job(
@@ -589,10 +588,10 @@ fn count_job(
     match done {
         Ok((_, Ok(outcome))) => {
             let counter = match outcome {
-                MessageOutcome::Processed => &mut report.processed,
-                MessageOutcome::Skipped => &mut report.skipped,
-                MessageOutcome::Superseded => &mut report.superseded,
-                MessageOutcome::Ignored => &mut report.ignored,
+                RecordOutcome::Processed => &mut report.processed,
+                RecordOutcome::Skipped => &mut report.skipped,
+                RecordOutcome::Superseded => &mut report.superseded,
+                RecordOutcome::Ignored => &mut report.ignored,
             };
             *counter += 1;
             true
@@ -611,34 +610,33 @@ fn count_job(
     }
 }
 
-/// The worker's decision on one synthetic event; transient failures retried here (there is
-/// no queue to retry through), permanent ones returned.
+/// The job core on one listed object; transient failures retried here (there is no queue to
+/// retry through), permanent ones returned.
 async fn handle_with_retries(
-    ctx: &Arc<WorkerContext<MemoryQueue, S3Store>>,
-    mut message: Message,
+    processor: &Processor<S3Store>,
+    event: &ObjectCreated,
     cancel: &CancellationToken,
-) -> Result<MessageOutcome> {
-    for attempt in 1..=JOB_ATTEMPTS {
-        message.receive_count = attempt;
-        match job::handle(ctx, &message, cancel).await {
-            Decision::Ack(outcome) => return Ok(outcome),
-            Decision::Retry(e) if attempt < JOB_ATTEMPTS => {
+) -> Result<RecordOutcome> {
+    let mut attempt = 1;
+    loop {
+        match processor.handle(event, cancel).await {
+            Err(e) if !e.is_permanent() && e.kind() != ErrorKind::Cancelled => {
+                if attempt == JOB_ATTEMPTS {
+                    return Err(e.context(format!("after {JOB_ATTEMPTS} attempts")));
+                }
+                tracing::debug!(error = %e, attempt, "transient failure, retrying");
                 tokio::select! {
                     _ = cancel.cancelled() => return Err(Error::new(ErrorKind::Cancelled, "interrupted")),
                     _ = tokio::time::sleep(Duration::from_secs(1 << (attempt - 1))) => {}
                 }
-                tracing::debug!(error = %e, attempt, "transient failure, retrying");
+                attempt += 1;
             }
-            Decision::Retry(e) => {
-                return Err(e.context(format!("after {JOB_ATTEMPTS} attempts")));
+            Err(e) if e.kind() == ErrorKind::Cancelled => {
+                return Err(Error::new(ErrorKind::Cancelled, "interrupted"))
             }
-            Decision::DeadLetter(e) => return Err(e),
-            Decision::Release => {
-                return Err(Error::new(ErrorKind::Cancelled, "interrupted"));
-            }
+            done => return done,
         }
     }
-    unreachable!("the last attempt returns")
 }
 
 #[cfg(test)]

@@ -308,18 +308,8 @@ impl PipelineSettings {
             "background": self.output.background,
         });
         let text = relevant.to_string();
-        format!("{:016x}", fnv1a64(text.as_bytes()))
+        format!("{:016x}", crate::fnv::fnv1a64(text.as_bytes()))
     }
-}
-
-/// FNV-1a: a tiny stable hash; this is a change detector, not a security boundary.
-fn fnv1a64(data: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf29ce484222325;
-    for &b in data {
-        hash ^= b as u64;
-        hash = hash.wrapping_mul(0x100000001b3);
-    }
-    hash
 }
 
 /// The destination key of one variant of `source_key`.

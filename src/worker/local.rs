@@ -29,12 +29,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::adapters::fs::{etag_of, is_hidden_or_partial, FsStore};
+use crate::adapters::fs::{is_hidden_or_partial, FsStore};
 use crate::adapters::memory::Deliveries;
 use crate::config::{Config, DestinationConfig, Filters};
-use crate::error::{Error, Result};
-use crate::event::{self, s3_notification, Parsed};
-use crate::ports::{DeadLetter, Message, Queue, QueueDepth};
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::{ObjectCreated, Parsed};
+use crate::ports::{DeadLetter, ETag, Message, Queue, QueueDepth};
 use crate::worker::{self, Mode, WorkerContext};
 
 /// The local queue's visibility timeout (leases are extended while a job runs).
@@ -53,10 +53,8 @@ pub fn failed_file(root: &Path, bucket: &str) -> PathBuf {
     root.join(format!("{bucket}-failed.jsonl"))
 }
 
-/// (bucket, key) of a message's file, to coalesce events on one file.
-type Object = (String, String);
-
-/// An in-process queue of synthetic S3 events. Cheap to clone: clones share the queue.
+/// An in-process queue of typed object events (no JSON round trip: the queue hands the
+/// worker the event it holds). Cheap to clone: clones share the queue.
 #[derive(Debug, Clone)]
 pub struct LocalQueue {
     shared: Arc<Shared>,
@@ -67,7 +65,7 @@ struct Shared {
     root: PathBuf,
     visibility: Duration,
     max_receives: u32,
-    messages: Mutex<Deliveries<Object>>,
+    messages: Mutex<Deliveries<ObjectCreated>>,
     /// (bucket, key, etag) listed in a failed file: not enqueued again.
     failed: Mutex<HashSet<(String, String, String)>>,
     /// Serialises appends to the failed files.
@@ -141,39 +139,65 @@ impl LocalQueue {
     /// Enqueues an ObjectCreated event for a file. A pending (never delivered) event for the
     /// same file is replaced rather than duplicated. Returns false (and enqueues nothing) for a
     /// file already listed as failed with this content.
-    pub fn enqueue(&self, bucket: &str, key: &str, etag: &str, size: u64) -> bool {
-        let failed = (bucket.to_string(), key.to_string(), etag.to_string());
-        if self.shared.failed.lock().unwrap().contains(&failed) {
+    pub fn enqueue(&self, bucket: &str, key: &str, size: u64) -> bool {
+        if self.listed_as_failed(bucket, key) {
             debug!(
                 bucket,
                 key, "listed as failed with this content: not enqueued"
             );
             return false;
         }
-        let body = s3_notification(bucket, key, Some(etag), Some(size));
-        let object = (failed.0, failed.1);
+        // No ETag: the job reads the file once and learns it then.
+        let event = ObjectCreated::new(bucket, key, None, Some(size));
         {
             let mut messages = self.shared.messages.lock().unwrap();
-            let pending = messages
-                .iter_mut()
-                .find(|d| d.extra == object && d.message.receive_count == 0);
+            let pending = messages.iter_mut().find(|d| {
+                d.extra.bucket == bucket && d.extra.key == key && d.message.receive_count == 0
+            });
             if let Some(pending) = pending {
-                pending.message.body = body;
+                pending.extra = event;
             } else {
                 let id = format!("l{}", self.shared.next_id.fetch_add(1, Ordering::SeqCst));
                 let message = Message {
                     id,
                     receipt: String::new(),
-                    body,
+                    body: format!("{bucket}/{key}"),
                     receive_count: 0,
                     sent_at: Some(SystemTime::now()),
                     attributes: HashMap::new(),
                 };
-                messages.push(message, object);
+                messages.push(message, event);
             }
         }
         self.shared.wake.notify_waiters();
         true
+    }
+
+    /// Whether the file's current content is listed in a failed file. Only files with an entry
+    /// are read here (to compare their content); every other file is read once, by its job.
+    fn listed_as_failed(&self, bucket: &str, key: &str) -> bool {
+        let listed: Vec<String> = self
+            .shared
+            .failed
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(b, k, _)| b == bucket && k == key)
+            .map(|(_, _, etag)| etag.clone())
+            .collect();
+        if listed.is_empty() {
+            return false;
+        }
+        self.etag_now(bucket, key)
+            .is_some_and(|etag| listed.iter().any(|l| etag == **l))
+    }
+
+    /// The ETag of a file's content as it is now, if it can be read.
+    fn etag_now(&self, bucket: &str, key: &str) -> Option<ETag> {
+        let path = FsStore::new(&self.shared.root)
+            .object_path(bucket, key)
+            .ok()?;
+        std::fs::read(path).ok().map(|bytes| ETag::of_bytes(&bytes))
     }
 
     /// Messages in the queue, delivered or not.
@@ -185,20 +209,23 @@ impl LocalQueue {
         self.len() == 0
     }
 
-    /// Appends the message's file to its bucket's failed file, and remembers it.
-    fn record_failure(&self, message: &Message, kind: &str, reason: &str, at: &str) -> Result<()> {
-        let (bucket, key, etag) = match event::parse(&message.body) {
-            Ok(Parsed::Created(events)) if !events.is_empty() => (
-                events[0].bucket.clone(),
-                events[0].key.clone(),
-                events[0].etag.clone(),
-            ),
-            _ => ("unknown".to_string(), String::new(), None),
-        };
+    /// Appends the event's file to its bucket's failed file, and remembers it (with the ETag
+    /// of its content now: the same content is not tried again).
+    fn record_failure(
+        &self,
+        event: &ObjectCreated,
+        kind: &str,
+        reason: &str,
+        at: &str,
+    ) -> Result<()> {
+        let etag = event
+            .etag
+            .clone()
+            .or_else(|| self.etag_now(&event.bucket, &event.key));
         let entry = FailedEntry {
-            key,
-            bucket,
-            etag,
+            key: event.key.clone(),
+            bucket: event.bucket.clone(),
+            etag: etag.map(|e| e.to_string()),
             error_kind: kind.to_string(),
             error_reason: reason.to_string(),
             failed_at: at.to_string(),
@@ -241,12 +268,25 @@ impl LocalQueue {
         Ok(())
     }
 
-    fn remove(&self, id: &str) {
-        self.shared.messages.lock().unwrap().remove(id);
+    fn remove(&self, id: &str) -> Option<ObjectCreated> {
+        let removed = self.shared.messages.lock().unwrap().remove(id);
+        removed.map(|d| d.extra)
     }
 }
 
 impl Queue for LocalQueue {
+    fn events(&self, message: &Message) -> Result<Parsed> {
+        let messages = self.shared.messages.lock().unwrap();
+        let delivery = messages.iter().find(|d| d.message.id == message.id);
+        match delivery {
+            Some(d) => Ok(Parsed::Created(vec![d.extra.clone()])),
+            None => Err(Error::new(
+                ErrorKind::Service,
+                format!("message {} is no longer in the local queue", message.id),
+            )),
+        }
+    }
+
     async fn receive(
         &self,
         max: usize,
@@ -263,13 +303,13 @@ impl Queue for LocalQueue {
                 let visibility = visibility.unwrap_or(self.shared.visibility);
                 (exhausted, messages.deliver(now, max, visibility))
             };
-            for message in exhausted {
+            for delivery in exhausted {
                 let reason = format!(
                     "gave up after {} deliveries that failed transiently (see the log)",
-                    message.receive_count
+                    delivery.message.receive_count
                 );
                 let at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
-                self.record_failure(&message, RETRIES_EXHAUSTED, &reason, &at)?;
+                self.record_failure(&delivery.extra, RETRIES_EXHAUSTED, &reason, &at)?;
             }
             if !out.is_empty() || now >= deadline {
                 return Ok(out);
@@ -313,14 +353,15 @@ impl Queue for LocalQueue {
     async fn dead_letter(&self, message: &Message, reason: &DeadLetter) -> Result<()> {
         let (queue, message, reason) = (self.clone(), message.clone(), reason.clone());
         tokio::task::spawn_blocking(move || {
+            let Some(event) = queue.remove(&message.id) else {
+                return Ok(());
+            };
             queue.record_failure(
-                &message,
+                &event,
                 &reason.error_kind,
                 &reason.error_reason,
                 &reason.first_failed_at,
-            )?;
-            queue.remove(&message.id);
-            Ok(())
+            )
         })
         .await
         .map_err(|e| Error::io(format!("dead-letter task failed: {e}")))?
@@ -343,21 +384,18 @@ struct Scope {
     filters: Filters,
 }
 
-/// A source file, hashed.
+/// A source file (not read: its job reads it).
 #[derive(Debug)]
 struct Found {
     bucket: String,
     key: String,
-    etag: String,
     size: u64,
 }
 
 impl Scope {
     /// A folder directly under the root that holds sources.
     fn is_source_bucket(&self, name: &str) -> bool {
-        !is_hidden_or_partial(name)
-            && !name.ends_with("-resized")
-            && self.destination.bucket.as_deref() != Some(name)
+        !is_hidden_or_partial(name) && !self.destination.is_destination_bucket(name)
     }
 
     /// The (bucket, key) of a path under a source bucket; `None` for anything else (outputs,
@@ -417,19 +455,19 @@ impl Scope {
         }
     }
 
-    /// Hashes a source file, if it is one and passes the filters.
+    /// A source file, if it is one and passes the filters.
     fn found(&self, path: &Path) -> Option<Found> {
         let (bucket, key) = self.object_of(path)?;
         if !self.filters.accepts(&key) {
             return None;
         }
-        match std::fs::read(path) {
-            Ok(bytes) => Some(Found {
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.is_file() => Some(Found {
                 bucket,
                 key,
-                etag: etag_of(&bytes),
-                size: bytes.len() as u64,
+                size: meta.len(),
             }),
+            Ok(_) => None,
             Err(e) => {
                 debug!(path = %path.display(), error = %e, "not readable now");
                 None
@@ -451,7 +489,7 @@ impl Scope {
 fn enqueue_all(queue: &LocalQueue, found: Vec<Found>) -> usize {
     found
         .into_iter()
-        .filter(|f| queue.enqueue(&f.bucket, &f.key, &f.etag, f.size))
+        .filter(|f| queue.enqueue(&f.bucket, &f.key, f.size))
         .count()
 }
 
@@ -649,7 +687,7 @@ async fn flush(pending: &mut HashMap<PathBuf, Pending>, scope: &Scope, queue: &L
     if due.is_empty() {
         return;
     }
-    let hash_scope = scope.clone();
+    let look_scope = scope.clone();
     let looked = tokio::task::spawn_blocking(move || {
         due.into_iter()
             .map(|(path, previous)| {
@@ -658,7 +696,7 @@ async fn flush(pending: &mut HashMap<PathBuf, Pending>, scope: &Scope, queue: &L
                     .filter(|m| m.is_file())
                     .map(|m| m.len());
                 let found = match size {
-                    Some(size) if previous == Some(size) => hash_scope.found(&path),
+                    Some(size) if previous == Some(size) => look_scope.found(&path),
                     _ => None,
                 };
                 (path, previous, size, found)
@@ -676,11 +714,10 @@ async fn flush(pending: &mut HashMap<PathBuf, Pending>, scope: &Scope, queue: &L
             // Same size as at the previous look: done being written.
             Some(size) if previous == Some(size) => {
                 pending.remove(&path);
-                // Hashed as read now: a write since then gets its own event. `None`: filtered
-                // out or unreadable.
+                // A write after this look gets its own event. `None`: filtered out or gone.
                 if let Some(f) = found {
                     debug!(bucket = %f.bucket, key = %f.key, "file changed: enqueued");
-                    queue.enqueue(&f.bucket, &f.key, &f.etag, f.size);
+                    queue.enqueue(&f.bucket, &f.key, f.size);
                 }
             }
             // First look, or still growing: look again after another quiet period.
@@ -727,17 +764,35 @@ mod tests {
         assert_eq!(s.object_of(Path::new("/r/thumbs/80/x.jpg")), None);
     }
 
+    /// Writes `bytes` as `<root>/<bucket>/<key>`.
+    fn file(root: &Path, bucket: &str, key: &str, bytes: &[u8]) {
+        let path = root.join(bucket).join(key);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    /// The typed event a message stands for.
+    fn event_of(q: &LocalQueue, m: &Message) -> ObjectCreated {
+        match q.events(m).unwrap() {
+            Parsed::Created(mut events) if events.len() == 1 => events.remove(0),
+            other => panic!("one event expected, got {other:?}"),
+        }
+    }
+
     #[tokio::test]
     async fn events_for_one_pending_file_are_coalesced() {
         let dir = tempfile::tempdir().unwrap();
         let q = LocalQueue::new(dir.path());
-        assert!(q.enqueue("b", "k", "e1", 1));
-        assert!(q.enqueue("b", "k", "e2", 2));
+        assert!(q.enqueue("b", "k", 1));
+        assert!(q.enqueue("b", "k", 2));
         assert_eq!(q.len(), 1);
         let got = q.receive(10, Duration::ZERO, None).await.unwrap();
-        assert!(got[0].body.contains("e2"));
+        assert_eq!(
+            event_of(&q, &got[0]),
+            ObjectCreated::new("b", "k", None, Some(2))
+        );
         // Delivered: a new event is a new message.
-        assert!(q.enqueue("b", "k", "e3", 3));
+        assert!(q.enqueue("b", "k", 3));
         assert_eq!(q.len(), 2);
         let depth = q.depth().await.unwrap();
         assert_eq!((depth.visible, depth.in_flight, depth.delayed), (1, 1, 0));
@@ -753,7 +808,8 @@ mod tests {
     async fn dead_letters_go_to_the_failed_file_and_are_not_enqueued_again() {
         let dir = tempfile::tempdir().unwrap();
         let q = LocalQueue::new(dir.path());
-        q.enqueue("photos", "a b/bad.jpg", "e1", 5);
+        file(dir.path(), "photos", "a b/bad.jpg", b"not an image");
+        q.enqueue("photos", "a b/bad.jpg", 12);
         let got = q.receive(1, Duration::ZERO, None).await.unwrap();
         let reason = DeadLetter {
             error_kind: "unsupported".into(),
@@ -766,23 +822,30 @@ mod tests {
         let entry: FailedEntry = serde_json::from_str(text.trim()).unwrap();
         assert_eq!(entry.key, "a b/bad.jpg");
         assert_eq!(entry.bucket, "photos");
+        assert_eq!(
+            entry.etag,
+            Some(ETag::of_bytes(b"not an image").to_string())
+        );
         assert_eq!(entry.error_kind, "unsupported");
         assert_eq!(entry.error_reason, "not an image");
         assert_eq!(entry.failed_at, "2024-05-01T12:00:00Z");
 
-        assert!(!q.enqueue("photos", "a b/bad.jpg", "e1", 5));
-        assert!(q.enqueue("photos", "a b/bad.jpg", "e2", 5), "new content");
+        assert!(!q.enqueue("photos", "a b/bad.jpg", 12));
+        file(dir.path(), "photos", "a b/bad.jpg", b"still not an image");
+        assert!(q.enqueue("photos", "a b/bad.jpg", 18), "new content");
         // A new queue over the same root remembers it.
+        file(dir.path(), "photos", "a b/bad.jpg", b"not an image");
         let q2 = LocalQueue::new(dir.path());
         q2.load_failed().unwrap();
-        assert!(!q2.enqueue("photos", "a b/bad.jpg", "e1", 5));
+        assert!(!q2.enqueue("photos", "a b/bad.jpg", 12));
     }
 
     #[tokio::test]
     async fn messages_that_keep_failing_are_given_up() {
         let dir = tempfile::tempdir().unwrap();
         let q = LocalQueue::new(dir.path());
-        q.enqueue("b", "k", "e", 1);
+        file(dir.path(), "b", "k", b"e");
+        q.enqueue("b", "k", 1);
         for _ in 0..MAX_RECEIVES {
             let got = q.receive(1, Duration::ZERO, None).await.unwrap();
             q.retry_after(&got[0], Duration::ZERO).await.unwrap();
@@ -794,6 +857,6 @@ mod tests {
         // Retried on the next start.
         let q2 = LocalQueue::new(dir.path());
         q2.load_failed().unwrap();
-        assert!(q2.enqueue("b", "k", "e", 1));
+        assert!(q2.enqueue("b", "k", 1));
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod job;
 pub mod local;
+pub mod processor;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,64 +18,37 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
-use crate::config::{Config, DestinationConfig, Filters, QueueConfig};
+use crate::config::{Config, QueueConfig};
 use crate::error::{Error, Result};
-use crate::pipeline::Pipeline;
 use crate::ports::{DeadLetter, Message, Queue, Store};
 use crate::telemetry::{self, catalogue, health::Health};
-use job::{Decision, MessageOutcome};
+use job::Decision;
+pub use processor::{Processor, RecordOutcome};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-/// Everything a job needs, shared by all jobs.
+/// Everything a job needs, shared by all jobs: the queue, the job core and the loop's limits.
 pub struct WorkerContext<Q, S> {
     pub queue: Q,
-    pub store: S,
-    pub pipeline: Arc<Pipeline>,
-    pub destination: DestinationConfig,
-    pub filters: Filters,
+    pub processor: Processor<S>,
     pub queue_config: QueueConfig,
-    pub cpu: Semaphore,
-    pub memory_budget: Semaphore,
-    pub memory_budget_mib: u32,
     pub max_in_flight: usize,
     pub stats: Stats,
     /// What `/healthz` and `/readyz` answer; fed by the receive loop.
     pub health: Arc<Health>,
 }
 
-impl<Q, S> WorkerContext<Q, S> {
+impl<Q, S: Store> WorkerContext<Q, S> {
     pub fn new(config: &Config, queue: Q, store: S) -> Result<Self> {
-        let pipeline = Pipeline::new(config.pipeline_settings())?;
-        let cpus = match config.worker.cpu_workers {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        };
-        let memory_budget_mib = config.worker.memory_budget_mib.min(u32::MAX as u64 / 2) as u32;
         Ok(WorkerContext {
             queue,
-            store,
-            pipeline: Arc::new(pipeline),
-            destination: config.destination.clone(),
-            filters: config.filters.clone(),
+            processor: Processor::new(config, store)?,
             queue_config: config.queue.clone(),
-            cpu: Semaphore::new(cpus),
-            memory_budget: Semaphore::new(memory_budget_mib as usize),
-            memory_budget_mib,
             max_in_flight: config.worker.max_in_flight,
             stats: Stats::default(),
             health: Arc::new(Health::new(Duration::from_secs(
                 config.queue.wait_time_secs,
             ))),
         })
-    }
-
-    /// Events on a destination bucket are ours: with the default `<source>-resized`, any
-    /// bucket with that suffix.
-    pub fn is_destination_bucket(&self, bucket: &str) -> bool {
-        match &self.destination.bucket {
-            Some(destination) => destination == bucket,
-            None => bucket.ends_with("-resized"),
-        }
     }
 }
 
@@ -106,13 +80,13 @@ impl Outcome {
     }
 }
 
-impl From<MessageOutcome> for Outcome {
-    fn from(outcome: MessageOutcome) -> Outcome {
+impl From<RecordOutcome> for Outcome {
+    fn from(outcome: RecordOutcome) -> Outcome {
         match outcome {
-            MessageOutcome::Processed => Outcome::Processed,
-            MessageOutcome::Skipped => Outcome::Skipped,
-            MessageOutcome::Superseded => Outcome::Superseded,
-            MessageOutcome::Ignored => Outcome::Ignored,
+            RecordOutcome::Processed => Outcome::Processed,
+            RecordOutcome::Skipped => Outcome::Skipped,
+            RecordOutcome::Superseded => Outcome::Superseded,
+            RecordOutcome::Ignored => Outcome::Ignored,
         }
     }
 }

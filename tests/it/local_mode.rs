@@ -1,24 +1,19 @@
 //! Local mode end to end: a temp folder instead of S3 + SQS, the real pipeline and file watcher.
 
+use crate::common::fixture_path;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use resizeq::adapters::fs::etag_of;
 use resizeq::config::Config;
+use resizeq::ports::ETag;
 use resizeq::worker::local::run_local;
 use resizeq::worker::Mode;
 use tokio_util::sync::CancellationToken;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
 fn put_fixture(root: &Path, name: &str, dest: &str) {
     let path = root.join(dest);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::copy(fixture(name), path).unwrap();
+    std::fs::copy(fixture_path(name), path).unwrap();
 }
 
 fn config(root: &Path) -> Config {
@@ -66,6 +61,23 @@ fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>, SystemTime)> {
     walk(dir, dir, &mut out);
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
+}
+
+/// Sets the mtime of every file under `dir` to 2001-09-09.
+fn backdate(dir: &Path) {
+    let past = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            backdate(&entry.path());
+        } else {
+            let file = std::fs::File::options()
+                .write(true)
+                .open(entry.path())
+                .unwrap();
+            file.set_modified(past).unwrap();
+        }
+    }
 }
 
 fn failed_lines(root: &Path, bucket: &str) -> Vec<serde_json::Value> {
@@ -124,9 +136,10 @@ async fn files_present_at_start_get_their_variants_once() {
         [".DS_Store", "a b/c.png", "tiny.jpg", "upload.jpg.tmp"]
     );
 
-    // A second run finds everything current and writes nothing.
+    // A second run finds everything current and writes nothing: with every file's mtime set
+    // in the past, a rewrite of the same bytes would show as a new mtime.
+    backdate(root);
     let before = snapshot(root);
-    tokio::time::sleep(Duration::from_millis(20)).await;
     run_until_empty(root).await;
     assert_eq!(snapshot(root), before);
 }
@@ -195,8 +208,12 @@ async fn forever_mode_processes_files_as_they_arrive() {
     wait_for(root.join("photos-resized/80/2024/may/deep.jpg.jpg")).await;
 
     // Overwritten in place: the variants are redone from the new content.
-    std::fs::copy(fixture("small-60x40.jpg"), root.join("photos/first.jpg")).unwrap();
-    let new_etag = etag_of(&std::fs::read(fixture("small-60x40.jpg")).unwrap());
+    std::fs::copy(
+        fixture_path("small-60x40.jpg"),
+        root.join("photos/first.jpg"),
+    )
+    .unwrap();
+    let new_etag = ETag::of_bytes(&std::fs::read(fixture_path("small-60x40.jpg")).unwrap());
     let sidecar = root.join(".resizeq/meta/photos-resized/500/first.jpg.jpg.json");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -217,12 +234,15 @@ async fn forever_mode_processes_files_as_they_arrive() {
     put_fixture(&root, "tiny.jpg", "albums/x.jpg");
     wait_for(root.join("albums-resized/80/x.jpg.jpg")).await;
 
-    // Written only once the file is complete.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Made from the complete file.
     assert_eq!(
         dimensions(&root.join("photos-resized/80/new.png.jpg")),
         (80, 53)
     );
+    let sidecar = root.join(".resizeq/meta/photos-resized/80/new.png.jpg.json");
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(sidecar).unwrap()).unwrap();
+    let png_etag = ETag::of_bytes(&std::fs::read(fixture_path("tiny.png")).unwrap());
+    assert_eq!(meta["metadata"]["resizeq-source-etag"], png_etag.as_str());
 
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(30), task)

@@ -3,11 +3,10 @@
 //! --until-empty`); `--direct` must give the same bytes and the same idempotency.
 //!
 //! Skipped (with `MOTO MISSING`) without `RESIZEQ_TEST_ENDPOINT`; `scripts/test` starts moto.
-//! By hand: `bash -c 'source scripts/moto.sh && cargo test --test ops_backfill -- --nocapture'`.
+//! By hand: `bash -c 'source scripts/moto.sh && cargo test --test it ops_backfill -- --nocapture'`.
 
-mod common;
-#[path = "common/ops_world.rs"]
-mod ops_world;
+use crate::common;
+use crate::common::ops_world;
 
 use std::collections::HashSet;
 

@@ -3,10 +3,8 @@
 //! browser makes them (multipart/form-data POST with the returned fields then the file; PUT
 //! with the returned headers). Moto is not used here: it checks no signature, expiry or policy.
 
-#[path = "common/jwt_keys.rs"]
-mod jwt_keys;
-#[path = "common/s3s.rs"]
-mod strict_s3;
+use crate::common::jwt_keys;
+use crate::common::s3s as strict_s3;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -22,9 +20,9 @@ const BUCKET: &str = "incoming";
 const SECRET: &str = "hs256-secret-for-the-presign-tests-0123456789";
 const ISSUER: &str = "https://id.example.test";
 /// A real photo-like JPEG with EXIF (5518 bytes).
-const JPEG: &[u8] = include_bytes!("fixtures/meta.jpg");
+const JPEG: &[u8] = include_bytes!("../fixtures/meta.jpg");
 /// A smaller real JPEG (984 bytes).
-const SMALL_JPEG: &[u8] = include_bytes!("fixtures/progressive.jpg");
+const SMALL_JPEG: &[u8] = include_bytes!("../fixtures/progressive.jpg");
 
 struct Sidecar {
     s3: StrictS3,

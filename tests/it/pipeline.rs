@@ -1,17 +1,9 @@
 //! The pipeline on real files: committed fixtures for every format and edge case, and the
 //! shared corpus of real photos (`../shared/corpus` or `RESIZEQ_CORPUS`).
 
-use std::path::{Path, PathBuf};
-
+use crate::common::{corpus_dir, fixture};
 use resizeq::pipeline::{MetadataPolicy, OutputFormat, Pipeline, PipelineSettings, VariantSpec};
 use resizeq::ErrorKind;
-
-fn fixture(name: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
 
 fn default_pipeline() -> Pipeline {
     Pipeline::new(PipelineSettings::default()).unwrap()
@@ -458,22 +450,6 @@ const CORPUS: &[(&str, u32, u32)] = &[
     ("webp01_adwaita-l.webp", 4096, 4096),
     ("webp03_pixels-d.webp", 4096, 4096),
 ];
-
-fn corpus_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("RESIZEQ_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus"));
-    if dir.join("README.md").is_file() {
-        Some(dir)
-    } else {
-        // scripts/test checks for the corpus too and says so in its summary.
-        eprintln!(
-            "CORPUS MISSING: {} not found; corpus tests skipped",
-            dir.display()
-        );
-        None
-    }
-}
 
 #[test]
 fn every_corpus_photo_yields_both_variants_at_the_expected_size() {

@@ -4,7 +4,7 @@
 //! Skipped (with `MOTO MISSING`) without `RESIZEQ_TEST_ENDPOINT`; `scripts/test` starts moto
 //! and requires it.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
@@ -14,12 +14,12 @@ use aws_sdk_sqs::types::{
 };
 use resizeq::adapters::sqs::{SqsQueue, AWS_TRACE_HEADER, MAX_REASON_BYTES};
 use resizeq::event::{self, Parsed};
-use resizeq::ports::{DeadLetter, GetOutcome, Message, PutObject, Queue, QueueDepth, Store};
+use resizeq::ports::{DeadLetter, ETag, GetOutcome, Message, PutObject, Queue, QueueDepth, Store};
 use resizeq::ErrorKind;
 
 use common::TestAws;
 
-const JPEG: &[u8] = include_bytes!("fixtures/tiny.jpg");
+const JPEG: &[u8] = include_bytes!("../fixtures/tiny.jpg");
 const SECOND: Duration = Duration::from_secs(1);
 
 macro_rules! context {
@@ -378,9 +378,10 @@ async fn get_honours_if_match() {
         .await;
     let store = ctx.store();
 
-    for if_match in [None, Some(etag.clone()), Some(format!("\"{etag}\""))] {
+    let quoted = ETag::new(&etag).quoted();
+    for if_match in [None, Some(ETag::new(&etag)), Some(ETag::new(&quoted))] {
         match store
-            .get(&bucket, "in/a.jpg", if_match.as_deref())
+            .get(&bucket, "in/a.jpg", if_match.as_ref())
             .await
             .unwrap()
         {
@@ -398,7 +399,7 @@ async fn get_honours_if_match() {
             .get(
                 &bucket,
                 "in/a.jpg",
-                Some("0123456789abcdef0123456789abcdef")
+                Some(&ETag::new("0123456789abcdef0123456789abcdef"))
             )
             .await
             .unwrap(),
@@ -408,7 +409,10 @@ async fn get_honours_if_match() {
     ctx.upload(&bucket, "in/a.jpg", b"new bytes", "image/jpeg", &[])
         .await;
     assert_eq!(
-        store.get(&bucket, "in/a.jpg", Some(&etag)).await.unwrap(),
+        store
+            .get(&bucket, "in/a.jpg", Some(&ETag::new(&etag)))
+            .await
+            .unwrap(),
         GetOutcome::Changed
     );
     assert_eq!(
@@ -417,7 +421,7 @@ async fn get_honours_if_match() {
     );
     assert_eq!(
         store
-            .get(&bucket, "in/missing.jpg", Some(&etag))
+            .get(&bucket, "in/missing.jpg", Some(&ETag::new(&etag)))
             .await
             .unwrap(),
         GetOutcome::NotFound

@@ -4,22 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::fixture;
 use resizeq::adapters::memory::{MemoryQueue, MemoryStore};
 use resizeq::config::Config;
 use resizeq::event::s3_notification;
 use resizeq::ports::Queue;
-use resizeq::worker::job::{META_CONFIG, META_SOURCE_ETAG, META_SOURCE_KEY};
+use resizeq::worker::processor::{META_CONFIG, META_SOURCE_ETAG, META_SOURCE_KEY};
 use resizeq::worker::{run, Mode, WorkerContext};
 use tokio_util::sync::CancellationToken;
-
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(name),
-    )
-    .unwrap()
-}
 
 fn context(
     has_dlq: bool,
@@ -68,25 +60,30 @@ fn stat(ctx: &WorkerContext<MemoryQueue, MemoryStore>, which: &str) -> u64 {
 async fn an_upload_gets_its_variants_with_metadata_and_the_message_is_acked() {
     let ctx = context(true, |_| {});
     let etag = ctx
-        .store
+        .processor
+        .store()
         .insert("photos", "a b/cat.jpg", fixture("tiny.jpg"));
     ctx.queue
         .send(s3_notification("photos", "a b/cat.jpg", Some(&etag), None));
     drain(&ctx).await;
 
     assert_eq!(
-        ctx.store.keys("photos-resized"),
+        ctx.processor.store().keys("photos-resized"),
         ["500/a b/cat.jpg.jpg", "80/a b/cat.jpg.jpg"]
     );
     let (bytes, info) = ctx
-        .store
+        .processor
+        .store()
         .object("photos-resized", "80/a b/cat.jpg.jpg")
         .unwrap();
     assert_eq!(image::load_from_memory(&bytes).unwrap().width(), 80);
     assert_eq!(info.content_type.as_deref(), Some("image/jpeg"));
     assert_eq!(info.metadata[META_SOURCE_KEY], "a b/cat.jpg");
     assert_eq!(info.metadata[META_SOURCE_ETAG], etag);
-    assert_eq!(info.metadata[META_CONFIG], ctx.pipeline.fingerprint());
+    assert_eq!(
+        info.metadata[META_CONFIG],
+        ctx.processor.pipeline().fingerprint()
+    );
     assert_eq!(stat(&ctx, "processed"), 1);
     assert_eq!(ctx.queue.acked().len(), 1);
     assert!(ctx.queue.remaining().is_empty());
@@ -95,22 +92,28 @@ async fn an_upload_gets_its_variants_with_metadata_and_the_message_is_acked() {
 #[tokio::test(start_paused = true)]
 async fn a_duplicate_event_is_skipped_without_rewriting() {
     let ctx = context(true, |_| {});
-    let etag = ctx.store.insert("photos", "cat.png", fixture("tiny.png"));
+    let etag = ctx
+        .processor
+        .store()
+        .insert("photos", "cat.png", fixture("tiny.png"));
     ctx.queue
         .send(s3_notification("photos", "cat.png", Some(&etag), None));
     drain(&ctx).await;
-    let puts = ctx.store.puts();
+    let puts = ctx.processor.store().puts();
     ctx.queue
         .send(s3_notification("photos", "cat.png", Some(&etag), None));
     drain(&ctx).await;
-    assert_eq!(ctx.store.puts(), puts, "nothing rewritten");
+    assert_eq!(ctx.processor.store().puts(), puts, "nothing rewritten");
     assert_eq!((stat(&ctx, "processed"), stat(&ctx, "skipped")), (1, 1));
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_changed_config_redoes_the_work() {
     let ctx = context(true, |_| {});
-    let etag = ctx.store.insert("photos", "cat.png", fixture("tiny.png"));
+    let etag = ctx
+        .processor
+        .store()
+        .insert("photos", "cat.png", fixture("tiny.png"));
     ctx.queue
         .send(s3_notification("photos", "cat.png", Some(&etag), None));
     drain(&ctx).await;
@@ -118,7 +121,7 @@ async fn a_changed_config_redoes_the_work() {
     let mut config = Config::default();
     config.queue.wait_time_secs = 1;
     config.variants.iter_mut().for_each(|v| v.quality = 90);
-    let store = Arc::try_unwrap(ctx).ok().unwrap().store;
+    let store = Arc::try_unwrap(ctx).ok().unwrap().processor.into_store();
     let ctx = Arc::new(
         WorkerContext::new(
             &config,
@@ -140,15 +143,20 @@ async fn a_changed_config_redoes_the_work() {
 #[tokio::test(start_paused = true)]
 async fn an_old_event_after_an_overwrite_is_superseded_and_the_newer_variants_stay() {
     let ctx = context(true, |_| {});
-    let old = ctx.store.insert("photos", "cat.jpg", fixture("tiny.jpg"));
+    let old = ctx
+        .processor
+        .store()
+        .insert("photos", "cat.jpg", fixture("tiny.jpg"));
     let new = ctx
-        .store
+        .processor
+        .store()
         .insert("photos", "cat.jpg", fixture("small-60x40.jpg"));
     ctx.queue
         .send(s3_notification("photos", "cat.jpg", Some(&new), None));
     drain(&ctx).await;
     let before = ctx
-        .store
+        .processor
+        .store()
         .object("photos-resized", "80/cat.jpg.jpg")
         .unwrap();
     ctx.queue
@@ -156,13 +164,14 @@ async fn an_old_event_after_an_overwrite_is_superseded_and_the_newer_variants_st
     drain(&ctx).await;
     assert_eq!(stat(&ctx, "superseded"), 1);
     let after = ctx
-        .store
+        .processor
+        .store()
         .object("photos-resized", "80/cat.jpg.jpg")
         .unwrap();
     assert_eq!(before, after, "newer variants untouched");
     assert_eq!(after.1.metadata[META_SOURCE_ETAG], new);
     // A deleted object supersedes its event too.
-    ctx.store.remove("photos", "cat.jpg");
+    ctx.processor.store().remove("photos", "cat.jpg");
     ctx.queue
         .send(s3_notification("photos", "gone.jpg", Some("x"), None));
     drain(&ctx).await;
@@ -172,11 +181,15 @@ async fn an_old_event_after_an_overwrite_is_superseded_and_the_newer_variants_st
 #[tokio::test(start_paused = true)]
 async fn poison_bodies_and_bad_images_go_to_the_dlq_with_their_reason() {
     let ctx = context(true, |_| {});
-    let etag = ctx.store.insert("photos", "page.jpg", fixture("page.jpg"));
+    let etag = ctx
+        .processor
+        .store()
+        .insert("photos", "page.jpg", fixture("page.jpg"));
     ctx.queue
         .send(s3_notification("photos", "page.jpg", Some(&etag), None));
     let etag = ctx
-        .store
+        .processor
+        .store()
         .insert("photos", "cut.jpg", fixture("truncated.jpg"));
     ctx.queue
         .send(s3_notification("photos", "cut.jpg", Some(&etag), None));
@@ -201,7 +214,7 @@ async fn poison_bodies_and_bad_images_go_to_the_dlq_with_their_reason() {
         ctx.queue.remaining().is_empty(),
         "gone from the source queue"
     );
-    assert!(ctx.store.keys("photos-resized").is_empty());
+    assert!(ctx.processor.store().keys("photos-resized").is_empty());
 }
 
 #[tokio::test(start_paused = true)]
@@ -231,8 +244,12 @@ async fn without_a_dlq_a_permanent_failure_is_never_deleted() {
 #[tokio::test(start_paused = true)]
 async fn a_transient_fault_is_retried_with_backoff_then_succeeds() {
     let ctx = context(true, |_| {});
-    let etag = ctx.store.insert("photos", "cat.png", fixture("tiny.png"));
-    ctx.store
+    let etag = ctx
+        .processor
+        .store()
+        .insert("photos", "cat.png", fixture("tiny.png"));
+    ctx.processor
+        .store()
         .unavailable_buckets
         .lock()
         .unwrap()
@@ -243,7 +260,12 @@ async fn a_transient_fault_is_retried_with_backoff_then_succeeds() {
         let ctx = ctx.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(20)).await;
-            ctx.store.unavailable_buckets.lock().unwrap().clear();
+            ctx.processor
+                .store()
+                .unavailable_buckets
+                .lock()
+                .unwrap()
+                .clear();
         })
     };
     drain(&ctx).await;
@@ -255,15 +277,22 @@ async fn a_transient_fault_is_retried_with_backoff_then_succeeds() {
     );
     assert_eq!(stat(&ctx, "processed"), 1);
     assert!(ctx.queue.dead_letters().is_empty());
-    assert_eq!(ctx.store.keys("photos-resized").len(), 2);
+    assert_eq!(ctx.processor.store().keys("photos-resized").len(), 2);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_panicking_job_is_dead_lettered_and_the_worker_goes_on() {
     let ctx = context(true, |_| {});
-    let bad = ctx.store.insert("photos", "boom.jpg", fixture("tiny.jpg"));
-    let good = ctx.store.insert("photos", "fine.jpg", fixture("tiny.jpg"));
-    ctx.store
+    let bad = ctx
+        .processor
+        .store()
+        .insert("photos", "boom.jpg", fixture("tiny.jpg"));
+    let good = ctx
+        .processor
+        .store()
+        .insert("photos", "fine.jpg", fixture("tiny.jpg"));
+    ctx.processor
+        .store()
         .panicking_keys
         .lock()
         .unwrap()
@@ -285,7 +314,7 @@ async fn a_panicking_job_is_dead_lettered_and_the_worker_goes_on() {
         "the other message still processed"
     );
     assert_eq!(
-        ctx.store.keys("photos-resized"),
+        ctx.processor.store().keys("photos-resized"),
         ["500/fine.jpg.jpg", "80/fine.jpg.jpg"]
     );
     assert!(ctx.queue.remaining().is_empty());
@@ -294,8 +323,11 @@ async fn a_panicking_job_is_dead_lettered_and_the_worker_goes_on() {
 #[tokio::test(start_paused = true)]
 async fn ready_after_the_first_poll_and_not_while_draining() {
     let ctx = context(true, |_| {});
-    *ctx.store.get_delay.lock().unwrap() = Duration::from_secs(60);
-    let etag = ctx.store.insert("photos", "slow.jpg", fixture("tiny.jpg"));
+    *ctx.processor.store().get_delay.lock().unwrap() = Duration::from_secs(60);
+    let etag = ctx
+        .processor
+        .store()
+        .insert("photos", "slow.jpg", fixture("tiny.jpg"));
     ctx.queue
         .send(s3_notification("photos", "slow.jpg", Some(&etag), None));
     assert_eq!(
@@ -330,7 +362,10 @@ async fn receive_errors_do_not_stop_the_worker() {
     ctx.queue
         .fail_receives
         .store(3, std::sync::atomic::Ordering::SeqCst);
-    let etag = ctx.store.insert("photos", "cat.png", fixture("tiny.png"));
+    let etag = ctx
+        .processor
+        .store()
+        .insert("photos", "cat.png", fixture("tiny.png"));
     ctx.queue
         .send(s3_notification("photos", "cat.png", Some(&etag), None));
     drain(&ctx).await;
@@ -342,10 +377,13 @@ async fn test_events_filtered_keys_and_our_own_buckets_are_ignored() {
     let ctx = context(true, |c| c.filters.exclude_prefixes = vec!["tmp/".into()]);
     ctx.queue
         .send(r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Bucket":"photos"}"#);
-    ctx.store.insert("photos", "tmp/x.png", fixture("tiny.png"));
+    ctx.processor
+        .store()
+        .insert("photos", "tmp/x.png", fixture("tiny.png"));
     ctx.queue
         .send(s3_notification("photos", "tmp/x.png", None, None));
-    ctx.store
+    ctx.processor
+        .store()
         .insert("photos-resized", "80/x.png.jpg", fixture("tiny.png"));
     ctx.queue.send(s3_notification(
         "photos-resized",
@@ -357,7 +395,7 @@ async fn test_events_filtered_keys_and_our_own_buckets_are_ignored() {
     assert_eq!(stat(&ctx, "ignored"), 3);
     assert_eq!(ctx.queue.acked().len(), 3);
     assert_eq!(
-        ctx.store.keys("photos-resized"),
+        ctx.processor.store().keys("photos-resized"),
         ["80/x.png.jpg"],
         "nothing written"
     );
@@ -368,7 +406,10 @@ async fn a_slow_job_keeps_its_lease_and_is_not_redelivered() {
     // A 1 s visibility timeout and a real decode of the corpus-sized fixture: the paused clock
     // runs far past 1 s while the pipeline works on a blocking thread.
     let ctx = context(true, |c| c.queue.visibility_timeout_secs = Some(1));
-    let etag = ctx.store.insert("photos", "meta.jpg", fixture("meta.jpg"));
+    let etag = ctx
+        .processor
+        .store()
+        .insert("photos", "meta.jpg", fixture("meta.jpg"));
     ctx.queue
         .send(s3_notification("photos", "meta.jpg", Some(&etag), None));
     let slow = {
@@ -376,9 +417,9 @@ async fn a_slow_job_keeps_its_lease_and_is_not_redelivered() {
         // Hold the only CPU permit for 10 s of tokio time, so the job waits well past its
         // visibility timeout before it can run.
         tokio::spawn(async move {
-            let _cpu = ctx
-                .cpu
-                .acquire_many(ctx.cpu.available_permits() as u32)
+            let cpu = ctx.processor.cpu();
+            let _cpu = cpu
+                .acquire_many(cpu.available_permits() as u32)
                 .await
                 .unwrap();
             tokio::time::sleep(Duration::from_secs(10)).await;
@@ -402,14 +443,17 @@ async fn shutdown_finishes_the_job_in_flight_and_releases_unstarted_ones() {
     let ctx = context(true, |c| c.worker.cpu_workers = 1);
     for i in 0..3 {
         let key = format!("cat{i}.png");
-        let etag = ctx.store.insert("photos", &key, fixture("tiny.png"));
+        let etag = ctx
+            .processor
+            .store()
+            .insert("photos", &key, fixture("tiny.png"));
         ctx.queue
             .send(s3_notification("photos", &key, Some(&etag), None));
     }
     let hold = {
         let ctx = ctx.clone();
         tokio::spawn(async move {
-            let _cpu = ctx.cpu.acquire().await.unwrap();
+            let _cpu = ctx.processor.cpu().acquire().await.unwrap();
             tokio::time::sleep(Duration::from_secs(5)).await;
         })
     };

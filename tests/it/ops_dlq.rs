@@ -3,11 +3,10 @@
 //! many or particular ones, sent with the attributes the worker writes.
 //!
 //! Skipped (with `MOTO MISSING`) without `RESIZEQ_TEST_ENDPOINT`; `scripts/test` starts moto.
-//! By hand: `bash -c 'source scripts/moto.sh && cargo test --test ops_dlq -- --nocapture'`.
+//! By hand: `bash -c 'source scripts/moto.sh && cargo test --test it ops_dlq -- --nocapture'`.
 
-mod common;
-#[path = "common/ops_world.rs"]
-mod ops_world;
+use crate::common;
+use crate::common::ops_world;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;

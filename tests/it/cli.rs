@@ -1,5 +1,6 @@
 //! The `resizeq` binary as a user runs it: `resize` on local files and `config check/show`.
 
+use crate::common::fixture_path;
 use std::path::Path;
 use std::process::Command;
 
@@ -15,23 +16,17 @@ fn resizeq() -> Command {
     cmd
 }
 
-fn fixture(name: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
 #[test]
 fn resize_writes_variants_under_their_keys_and_reports_bad_files() {
     let out = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cat = dir.path().join("cat.heic");
-    std::fs::copy(fixture("tiny.heic"), &cat).unwrap();
+    std::fs::copy(fixture_path("tiny.heic"), &cat).unwrap();
     let result = resizeq()
         .arg("resize")
         .arg(&cat)
-        .arg(fixture("page.jpg"))
-        .arg(fixture("tiny.png"))
+        .arg(fixture_path("page.jpg"))
+        .arg(fixture_path("tiny.png"))
         .arg("--out")
         .arg(out.path())
         .output()
@@ -69,7 +64,7 @@ fn resize_uses_the_config_file() {
     std::fs::write(&config, "[[variants]]\nname = \"sq\"\nwidth = 32\nheight = 32\nfit = \"cover\"\nformat = \"png\"\n[output]\nkey_template = \"{name}/{stem}.{ext}\"\n").unwrap();
     let result = resizeq()
         .args(["--config".as_ref(), config.as_os_str(), "resize".as_ref()])
-        .arg(fixture("tiny.jpg"))
+        .arg(fixture_path("tiny.jpg"))
         .arg("--out")
         .arg(out.path())
         .output()

@@ -4,7 +4,11 @@
 //! Without `RESIZEQ_TEST_ENDPOINT` the tests print `MOTO MISSING: … skipped` and pass, unless
 //! `RESIZEQ_TEST_REQUIRE_ENDPOINT` is set (as `scripts/test` does), in which case they fail.
 //! To run them by hand: `source scripts/moto.sh && cargo test --test aws_adapters`.
-#![allow(dead_code)] // each test crate uses its own share of these helpers
+
+pub mod fault_proxy;
+pub mod jwt_keys;
+pub mod ops_world;
+pub mod s3s;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -293,4 +297,63 @@ impl TestAws {
             .expect("PutObject");
         out.e_tag().expect("an ETag").trim_matches('"').to_string()
     }
+}
+
+/// Waits until `condition` holds, looking every 20 ms, for at most 60 s; then fails naming
+/// `what`. For conditions a test cannot be told about (a process's progress, a queue's state).
+pub async fn wait_until<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !condition().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after 60 s waiting until {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A committed test file under tests/fixtures.
+pub fn fixture_path(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = fixture_path(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The corpus of real photos (`RESIZEQ_CORPUS`, else `../shared/corpus`), or `None` after
+/// saying `CORPUS MISSING`; with `RESIZEQ_TEST_REQUIRE_ENDPOINT` set, a missing corpus fails.
+pub fn corpus_dir() -> Option<std::path::PathBuf> {
+    let dir = match std::env::var_os("RESIZEQ_CORPUS") {
+        Some(d) if !d.is_empty() => std::path::PathBuf::from(d),
+        _ => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus"),
+    };
+    if dir.join("README.md").is_file() {
+        return Some(dir);
+    }
+    if std::env::var_os(REQUIRE_VAR).is_some_and(|v| !v.is_empty()) {
+        panic!(
+            "{REQUIRE_VAR} is set but the corpus is not at {} (set RESIZEQ_CORPUS)",
+            dir.display()
+        );
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "CORPUS MISSING: {} not found (set RESIZEQ_CORPUS); corpus tests skipped",
+        dir.display()
+    );
+    None
+}
+
+/// One corpus photo's bytes, or `None` when the corpus is missing and not required.
+pub fn corpus_file(name: &str) -> Option<Vec<u8>> {
+    let path = corpus_dir()?.join(name);
+    Some(std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
 }
