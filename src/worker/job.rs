@@ -239,9 +239,12 @@ async fn run_pipeline<Q: Queue, S: Store>(
     key: String,
     draining: &CancellationToken,
 ) -> Result<crate::pipeline::Output> {
+    // One header read: it sizes the memory reservation and is decoded from. A probe error
+    // (not an image, over a limit) costs one permit and is returned from the blocking task.
+    let probe = ctx.pipeline.probe(&bytes);
     let cost = memory_permits(
         ctx.memory_budget_mib,
-        ctx.pipeline.estimate_decode_bytes(&bytes),
+        probe.as_ref().map_or(0, |p| p.decode_bytes()),
     );
     let _memory = ctx
         .memory_budget
@@ -262,7 +265,7 @@ async fn run_pipeline<Q: Queue, S: Store>(
     let span = tracing::Span::current();
     let result = tokio::task::spawn_blocking(move || {
         let cpu = ThreadCpuTime::start();
-        let output = span.in_scope(|| pipeline.process(&bytes, &key));
+        let output = span.in_scope(|| probe.and_then(|p| pipeline.process_probed(&bytes, p, &key)));
         metrics::histogram!(catalogue::PIPELINE_CPU.name).record(cpu.elapsed().as_secs_f64());
         output
     })
