@@ -24,6 +24,8 @@ mod process;
 pub mod resize;
 
 #[cfg(feature = "codecs")]
+pub use decode::Probe;
+#[cfg(feature = "codecs")]
 pub use process::{Output, Pipeline, Rendered, Timings};
 pub use settings::{
     Fit, Limits, MetadataPolicy, OutputFormat, OutputSettings, PipelineSettings, VariantSpec,

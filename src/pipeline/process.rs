@@ -3,6 +3,7 @@
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
+use super::decode::Probe;
 use super::metadata::OutputMetadata;
 use super::resize::{self, Pixels};
 use super::settings::{self, OutputFormat, PipelineSettings};
@@ -91,13 +92,9 @@ impl Pipeline {
             .collect()
     }
 
-    /// Estimated decode memory of `data` (0 if it is not an image we know: it fails fast).
-    pub fn estimate_decode_bytes(&self, data: &[u8]) -> u64 {
-        sniff::sniff(data).map_or(0, |format| decode::estimate_decode_bytes(data, format))
-    }
-
-    /// Runs every variant of one source. Errors name the reason; the caller adds the key.
-    pub fn process(&self, data: &[u8], source_key: &str) -> Result<Output> {
+    /// Checks the size, sniffs the format and reads the header within the limits: one read,
+    /// whose result [`Pipeline::process_probed`] decodes from without parsing it again.
+    pub fn probe(&self, data: &[u8]) -> Result<Probe> {
         let limits = &self.settings.limits;
         if data.len() as u64 > limits.max_source_bytes {
             return Err(Error::too_large(format!(
@@ -107,11 +104,29 @@ impl Pipeline {
             )));
         }
         let format = sniff::sniff(data)?;
+        decode::probe(data, format, limits)
+    }
+
+    /// Estimated decode memory of `data` (0 if it is not an image we know: it fails fast).
+    /// Reads the header; callers that go on to process should use [`Pipeline::probe`].
+    pub fn estimate_decode_bytes(&self, data: &[u8]) -> u64 {
+        self.probe(data).map_or(0, |p| p.decode_bytes())
+    }
+
+    /// Runs every variant of one source. Errors name the reason; the caller adds the key.
+    pub fn process(&self, data: &[u8], source_key: &str) -> Result<Output> {
+        self.process_probed(data, self.probe(data)?, source_key)
+    }
+
+    /// [`Pipeline::process`] from a [`Pipeline::probe`] of the same `data`.
+    pub fn process_probed(&self, data: &[u8], probe: Probe, source_key: &str) -> Result<Output> {
+        let limits = &self.settings.limits;
+        let format = probe.format();
         let started = Instant::now();
         // Stage spans: children of the caller's span (the worker's per-message trace).
         let decode_span = tracing::info_span!("decode", format = format.as_str()).entered();
         let min_scale = |w, h, o| self.min_decode_scale(w, h, o);
-        let decoded = decode::decode(data, format, &min_scale, limits)?;
+        let decoded = decode::decode(data, probe, &min_scale, limits)?;
         let orientation = decoded.meta.orientation;
         let (up_w, up_h) = orientation.upright_size(decoded.source_width, decoded.source_height);
         let (width, height) = orientation.upright_size(decoded.width, decoded.height);

@@ -215,9 +215,12 @@ impl<S: Store> Processor<S> {
         key: String,
         draining: &CancellationToken,
     ) -> Result<Output> {
+        // One header read: it sizes the memory reservation and is decoded from. A probe error
+        // (not an image, over a limit) costs one permit and is returned from the blocking task.
+        let probe = self.pipeline.probe(&bytes);
         let cost = memory_permits(
             self.memory_budget_mib,
-            self.pipeline.estimate_decode_bytes(&bytes),
+            probe.as_ref().map_or(0, |p| p.decode_bytes()),
         );
         let _memory = self
             .memory_budget
@@ -239,7 +242,8 @@ impl<S: Store> Processor<S> {
         let span = tracing::Span::current();
         let result = tokio::task::spawn_blocking(move || {
             let cpu = ThreadCpuTime::start();
-            let output = span.in_scope(|| pipeline.process(&bytes, &key));
+            let output =
+                span.in_scope(|| probe.and_then(|p| pipeline.process_probed(&bytes, p, &key)));
             metrics::histogram!(catalogue::PIPELINE_CPU.name).record(cpu.elapsed().as_secs_f64());
             output
         })
