@@ -115,11 +115,13 @@ impl Pipeline {
 
     /// Runs every variant of one source. Errors name the reason; the caller adds the key.
     pub fn process(&self, data: &[u8], source_key: &str) -> Result<Output> {
-        self.process_probed(data, self.probe(data)?, source_key)
+        self.process_probed(data, self.probe(data)?, self.keys_for(source_key))
     }
 
-    /// [`Pipeline::process`] from a [`Pipeline::probe`] of the same `data`.
-    pub fn process_probed(&self, data: &[u8], probe: Probe, source_key: &str) -> Result<Output> {
+    /// [`Pipeline::process`] from a [`Pipeline::probe`] of the same `data`, with the keys the
+    /// caller rendered once ([`Pipeline::keys_for`], one per variant, in order).
+    pub fn process_probed(&self, data: &[u8], probe: Probe, keys: Vec<String>) -> Result<Output> {
+        let mut keys = keys.into_iter();
         let limits = &self.settings.limits;
         let format = probe.format();
         let started = Instant::now();
@@ -176,7 +178,7 @@ impl Pipeline {
             variants.push(Rendered {
                 variant: index,
                 name: spec.display_name(),
-                key: settings::render_key(&self.settings.output.key_template, spec, source_key),
+                key: keys.next().expect("one key per variant"),
                 width: resized.width,
                 height: resized.height,
                 format: spec.format,

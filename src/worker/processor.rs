@@ -153,9 +153,7 @@ impl<S: Store> Processor<S> {
         }
 
         let source_bytes = bytes.len();
-        let output = self
-            .run_pipeline(bytes, event.key.clone(), draining)
-            .await?;
+        let output = self.run_pipeline(bytes, keys.clone(), draining).await?;
         record_pipeline(&output, source_bytes);
 
         let metadata = HashMap::from([
@@ -212,7 +210,7 @@ impl<S: Store> Processor<S> {
     async fn run_pipeline(
         &self,
         bytes: Vec<u8>,
-        key: String,
+        keys: Vec<String>,
         draining: &CancellationToken,
     ) -> Result<Output> {
         // One header read: it sizes the memory reservation and is decoded from. A probe error
@@ -243,7 +241,7 @@ impl<S: Store> Processor<S> {
         let result = tokio::task::spawn_blocking(move || {
             let cpu = ThreadCpuTime::start();
             let output =
-                span.in_scope(|| probe.and_then(|p| pipeline.process_probed(&bytes, p, &key)));
+                span.in_scope(|| probe.and_then(|p| pipeline.process_probed(&bytes, p, keys)));
             metrics::histogram!(catalogue::PIPELINE_CPU.name).record(cpu.elapsed().as_secs_f64());
             output
         })
