@@ -190,6 +190,15 @@ metric!(
     "Messages being worked on now."
 );
 metric!(
+    JOBS_WAITING_FOR_CPU,
+    "resizeq_jobs_waiting_for_cpu",
+    Gauge,
+    Count,
+    &[],
+    NO_BUCKETS,
+    "Jobs whose object is fetched, waiting for a free CPU slot (saturation)."
+);
+metric!(
     MEMORY_BUDGET,
     "resizeq_memory_budget_bytes",
     Gauge,
@@ -246,6 +255,7 @@ pub const ALL: &[&Metric] = &[
     &SOURCE_BYTES,
     &SOURCE_PIXELS,
     &JOBS_IN_FLIGHT,
+    &JOBS_WAITING_FOR_CPU,
     &MEMORY_BUDGET,
     &MEMORY_IN_USE,
     &QUEUE_MESSAGES,

@@ -230,11 +230,13 @@ impl<S: Store> Processor<S> {
         // Biased: a free CPU slot wins over a drain that began meanwhile (the object is
         // fetched; finishing beats fetching it again), where a random pick would release half
         // the time.
+        let waiting = GaugeWhile::increment(catalogue::JOBS_WAITING_FOR_CPU.name);
         let _cpu = tokio::select! {
             biased;
             permit = self.cpu.acquire() => permit.map_err(|_| Error::io("cpu pool closed"))?,
             _ = draining.cancelled() => return Err(Error::new(ErrorKind::Cancelled, "shutting down")),
         };
+        drop(waiting);
         let pipeline = self.pipeline.clone();
         // The stage spans inside the pipeline become children of this job's span.
         let span = tracing::Span::current();
@@ -284,6 +286,22 @@ fn metadata_safe(key: &str) -> String {
         key.to_string()
     } else {
         event::form_encode(key)
+    }
+}
+
+/// A gauge one higher for as long as this lives (also when the job is cancelled).
+struct GaugeWhile(&'static str);
+
+impl GaugeWhile {
+    fn increment(name: &'static str) -> GaugeWhile {
+        metrics::gauge!(name).increment(1.0);
+        GaugeWhile(name)
+    }
+}
+
+impl Drop for GaugeWhile {
+    fn drop(&mut self) {
+        metrics::gauge!(self.0).decrement(1.0);
     }
 }
 

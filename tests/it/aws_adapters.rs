@@ -45,12 +45,12 @@ async fn send(ctx: &TestAws, url: &str, body: &str) -> String {
 }
 
 /// Receives until `n` messages have come (or 5 polls of at most 1 s went by).
+/// Up to `n` messages, long-polling for at most 15 s (a message whose visibility timeout is
+/// running out comes back within it).
 async fn receive_n(queue: &SqsQueue, n: usize) -> Vec<Message> {
     let mut got = Vec::new();
-    for _ in 0..5 {
-        if got.len() >= n {
-            break;
-        }
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while got.len() < n && std::time::Instant::now() < deadline {
         got.extend(
             queue
                 .receive((n - got.len()).min(10), SECOND, None)
@@ -232,8 +232,7 @@ async fn extend_lease_keeps_a_message_hidden_past_the_visibility_timeout() {
         .await
         .expect("extend_lease");
 
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
-    // Only the message whose lease was not extended is back.
+    // Only the message whose lease was not extended comes back (after its 2 s).
     let back = receive_n(&queue, 1).await;
     let ids: Vec<&str> = back.iter().map(|m| m.id.as_str()).collect();
     assert_eq!(ids, [lapsed.as_str()]);
@@ -349,7 +348,7 @@ async fn receive_visibility_override_and_missing_queue() {
     send(&ctx, &url, "short").await;
     let got = queue.receive(1, SECOND, Some(SECOND)).await.unwrap();
     assert_eq!(got.len(), 1);
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // Back after the 1 s override, long before the queue's own 30 s.
     let again = receive_one(&queue).await;
     assert_eq!(
         (again.id.as_str(), again.receive_count),

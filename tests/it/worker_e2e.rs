@@ -636,11 +636,17 @@ async fn a_duplicate_event_is_skipped_and_writes_nothing() {
         w.variant(&format!("500/{key}.jpg")).await,
     ];
 
-    // Make sure a rewrite would show in LastModified (whole seconds).
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The second run goes through a proxy that counts PUTs into the destination: none may
+    // happen (a rewrite of the same bytes would not show in the ETag).
+    let proxy = FaultProxy::start(&w.aws.endpoint).await;
+    let count = Fault::Delay(Duration::ZERO);
+    proxy.add(Rule::new(Some("PUT"), format!("/{}/", w.dest), count));
     send(&w.aws, &w.queue, &body).await;
-    let second = w.run_until_empty(&[]).await;
+    let second = w
+        .run_until_empty(&[("RESIZEQ_AWS__ENDPOINT_URL", proxy.endpoint.as_str())])
+        .await;
     second.assert_success();
+    assert_eq!(proxy.faulted(), 0, "a variant was written again");
     assert_eq!(second.stat("skipped"), 1, "{}", second.stderr);
     assert_eq!(second.stat("processed"), 0, "{}", second.stderr);
     assert_eq!(second.done(), vec![("skipped".to_string(), 1)]);
@@ -794,7 +800,10 @@ async fn a_missing_destination_bucket_is_retried_until_it_exists() {
     let etag = w.upload(key, &fixture("tiny.jpg"), "image/jpeg").await;
 
     let worker = w.spawn(true, &[("RESIZEQ_QUEUE__RETRY_BASE_SECS", "1")]);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_until("a PUT into the missing bucket failed", || async {
+        worker.has_logged("transient failure, retrying later")
+    })
+    .await;
     create_bucket_named(&w.aws, &w.dest).await;
     let run = worker.finish(RUN_TIMEOUT).await;
     run.assert_success();
@@ -1049,31 +1058,34 @@ async fn a_slow_down_from_s3_is_retried_until_it_passes() {
 async fn sigterm_releases_jobs_that_have_not_started() {
     let test = "sigterm_releases_jobs_that_have_not_started";
     let ctx = context!(test);
-    let mut files = Vec::new();
-    for name in ["png03_kay.png", "jpg03_infinite-sea.jpg", "jpg13_volna.jpg"] {
-        match corpus_file(name) {
-            Some(bytes) => files.push((name, bytes)),
-            None => return,
-        }
-    }
+    // Three copies of a 15 MP PNG: each holds the only CPU slot long enough to be seen.
+    let Some(png) = corpus_file("png03_kay.png") else {
+        return;
+    };
+    let files: Vec<(&str, Vec<u8>)> = ["a.png", "b.png", "c.png"]
+        .into_iter()
+        .map(|name| (name, png.clone()))
+        .collect();
     let w = world(ctx, "rel", true).await;
     let uploads = w.upload_photos("rel", &files).await;
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
     let worker = w.spawn(
         false,
         &[
             ("RESIZEQ_WORKER__CPU_WORKERS", "1"),
             ("RESIZEQ_WORKER__SHUTDOWN_TIMEOUT_SECS", "30"),
+            ("RESIZEQ_METRICS__LISTEN", listen.as_str()),
         ],
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while w.depth_of(&w.queue).await.1 < uploads.len() as u64 {
-        assert!(
-            Instant::now() < deadline,
-            "the worker never received them all"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // One job has the only CPU slot; the other two have their object and wait for it.
+    wait_until("two jobs wait for the CPU", || async {
+        let metrics = http_get(port, "/metrics").await;
+        metrics.is_some_and(|(_, text)| {
+            sample(&text, "resizeq_jobs_waiting_for_cpu", &[]) == Some(2.0)
+        })
+    })
+    .await;
     worker.signal("TERM");
     let signalled = Instant::now();
     let run = worker.finish(Duration::from_secs(40)).await;
@@ -1167,50 +1179,35 @@ async fn sigterm_abandons_a_job_at_the_shutdown_timeout() {
 
 // --- 7d: a second signal during the drain exits at once -----------------------------------------
 
-/// A 64 MP PNG (a smooth gradient: small to upload, ~a second to decode): a job long enough to
-/// signal the worker twice while it runs.
-fn slow_png() -> Vec<u8> {
-    let (w, h) = (8000u32, 8000u32);
-    let img = image::RgbImage::from_fn(w, h, |x, y| {
-        image::Rgb([(x / 32) as u8, (y / 32) as u8, ((x + y) / 64) as u8])
-    });
-    let mut out = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
-    out.into_inner()
-}
-
 #[tokio::test]
 async fn a_second_signal_exits_at_once() {
-    let test = "a_second_signal_exits_at_once";
-    let ctx = context!(test);
+    let ctx = context!("a_second_signal_exits_at_once");
     let w = world(ctx, "sig2", true).await;
-    let png = slow_png();
-    let key = "twice/gradient.png";
-    let etag = w.upload(key, &png, "image/png").await;
-    let worker = w.spawn(false, &[("RESIZEQ_WORKER__SHUTDOWN_TIMEOUT_SECS", "60")]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !worker
-        .lines
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|l| l.contains("resizeq worker starting"))
-        || w.depth_of(&w.queue).await.1 < 1
-    {
-        assert!(Instant::now() < deadline, "the worker never received it");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let key = "twice/tiny.png";
+    let etag = w.upload(key, &fixture("tiny.png"), "image/png").await;
+    // The job's first PUT is held: it is still in flight when both signals come.
+    let proxy = FaultProxy::start(&w.aws.endpoint).await;
+    proxy.add(Rule::new(Some("PUT"), format!("/{}/", w.dest), Fault::Hold));
+    let worker = w.spawn(
+        false,
+        &[
+            ("RESIZEQ_WORKER__SHUTDOWN_TIMEOUT_SECS", "60"),
+            ("RESIZEQ_QUEUE__VISIBILITY_TIMEOUT_SECS", "2"),
+            ("RESIZEQ_AWS__ENDPOINT_URL", proxy.endpoint.as_str()),
+        ],
+    );
+    wait_until("the job writes its first variant", || async {
+        proxy.held() == 1
+    })
+    .await;
     worker.signal("TERM");
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_until("the drain begins", || async {
+        worker.has_logged("stopping: finishing jobs in flight")
+    })
+    .await;
     worker.signal("INT");
     let run = worker.finish(Duration::from_secs(30)).await;
-    let processed = run.stderr.contains("variants written");
-    assert!(
-        !processed,
-        "the job finished before the second signal: make the test image slower\n{}",
-        run.stderr
-    );
+    assert!(!run.stderr.contains("variants written"), "{}", run.stderr);
     assert_eq!(run.status.code(), Some(130), "{}", run.stderr);
     assert!(
         run.logs
@@ -1225,7 +1222,7 @@ async fn a_second_signal_exits_at_once() {
         .await;
     again.assert_success();
     assert_eq!(w.dest_keys().await.len(), 2, "{}", again.stderr);
-    let v = w.variant("500/twice/gradient.png.jpg").await;
+    let v = w.variant("500/twice/tiny.png.jpg").await;
     assert_eq!(
         v.metadata.get("resizeq-source-etag").map(String::as_str),
         Some(etag.as_str())
@@ -1451,7 +1448,10 @@ async fn not_ready_until_the_queue_answers_and_a_taken_port_fails_start_up() {
     };
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("no successful poll"), "{body}");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_until("a poll has failed", || async {
+        worker.has_logged("receive failed")
+    })
+    .await;
     assert_eq!(http_get(port, "/readyz").await.map(|r| r.0), Some(503));
     assert_eq!(
         http_get(port, "/healthz").await.map(|r| r.0),
