@@ -66,10 +66,7 @@ async fn each_message_is_one_trace_continuing_the_uploaders() {
         ),
         ("plain.jpg", [("unrelated", "x".to_string())]),
     ] {
-        let etag = ctx
-            .processor
-            .store()
-            .insert("photos", key, fixture("tiny.jpg"));
+        let etag = ctx.store().insert("photos", key, fixture("tiny.jpg"));
         let attributes: HashMap<String, String> = attributes
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))

@@ -50,6 +50,11 @@ impl<Q, S: Store> WorkerContext<Q, S> {
             ))),
         })
     }
+
+    /// The processor's store.
+    pub fn store(&self) -> &S {
+        self.processor.store()
+    }
 }
 
 /// How a message left this worker, for the counters.

@@ -60,7 +60,6 @@ fn stat(ctx: &WorkerContext<MemoryQueue, MemoryStore>, which: &str) -> u64 {
 async fn an_upload_gets_its_variants_with_metadata_and_the_message_is_acked() {
     let ctx = context(true, |_| {});
     let etag = ctx
-        .processor
         .store()
         .insert("photos", "a b/cat.jpg", fixture("tiny.jpg"));
     ctx.queue
@@ -68,11 +67,10 @@ async fn an_upload_gets_its_variants_with_metadata_and_the_message_is_acked() {
     drain(&ctx).await;
 
     assert_eq!(
-        ctx.processor.store().keys("photos-resized"),
+        ctx.store().keys("photos-resized"),
         ["500/a b/cat.jpg.jpg", "80/a b/cat.jpg.jpg"]
     );
     let (bytes, info) = ctx
-        .processor
         .store()
         .object("photos-resized", "80/a b/cat.jpg.jpg")
         .unwrap();
@@ -92,28 +90,22 @@ async fn an_upload_gets_its_variants_with_metadata_and_the_message_is_acked() {
 #[tokio::test(start_paused = true)]
 async fn a_duplicate_event_is_skipped_without_rewriting() {
     let ctx = context(true, |_| {});
-    let etag = ctx
-        .processor
-        .store()
-        .insert("photos", "cat.png", fixture("tiny.png"));
+    let etag = ctx.store().insert("photos", "cat.png", fixture("tiny.png"));
     ctx.queue
         .send(s3_notification("photos", "cat.png", Some(&etag), None));
     drain(&ctx).await;
-    let puts = ctx.processor.store().puts();
+    let puts = ctx.store().puts();
     ctx.queue
         .send(s3_notification("photos", "cat.png", Some(&etag), None));
     drain(&ctx).await;
-    assert_eq!(ctx.processor.store().puts(), puts, "nothing rewritten");
+    assert_eq!(ctx.store().puts(), puts, "nothing rewritten");
     assert_eq!((stat(&ctx, "processed"), stat(&ctx, "skipped")), (1, 1));
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_changed_config_redoes_the_work() {
     let ctx = context(true, |_| {});
-    let etag = ctx
-        .processor
-        .store()
-        .insert("photos", "cat.png", fixture("tiny.png"));
+    let etag = ctx.store().insert("photos", "cat.png", fixture("tiny.png"));
     ctx.queue
         .send(s3_notification("photos", "cat.png", Some(&etag), None));
     drain(&ctx).await;
@@ -143,19 +135,14 @@ async fn a_changed_config_redoes_the_work() {
 #[tokio::test(start_paused = true)]
 async fn an_old_event_after_an_overwrite_is_superseded_and_the_newer_variants_stay() {
     let ctx = context(true, |_| {});
-    let old = ctx
-        .processor
-        .store()
-        .insert("photos", "cat.jpg", fixture("tiny.jpg"));
+    let old = ctx.store().insert("photos", "cat.jpg", fixture("tiny.jpg"));
     let new = ctx
-        .processor
         .store()
         .insert("photos", "cat.jpg", fixture("small-60x40.jpg"));
     ctx.queue
         .send(s3_notification("photos", "cat.jpg", Some(&new), None));
     drain(&ctx).await;
     let before = ctx
-        .processor
         .store()
         .object("photos-resized", "80/cat.jpg.jpg")
         .unwrap();
@@ -164,14 +151,13 @@ async fn an_old_event_after_an_overwrite_is_superseded_and_the_newer_variants_st
     drain(&ctx).await;
     assert_eq!(stat(&ctx, "superseded"), 1);
     let after = ctx
-        .processor
         .store()
         .object("photos-resized", "80/cat.jpg.jpg")
         .unwrap();
     assert_eq!(before, after, "newer variants untouched");
     assert_eq!(after.1.metadata[META_SOURCE_ETAG], new);
     // A deleted object supersedes its event too.
-    ctx.processor.store().remove("photos", "cat.jpg");
+    ctx.store().remove("photos", "cat.jpg");
     ctx.queue
         .send(s3_notification("photos", "gone.jpg", Some("x"), None));
     drain(&ctx).await;
@@ -182,13 +168,11 @@ async fn an_old_event_after_an_overwrite_is_superseded_and_the_newer_variants_st
 async fn poison_bodies_and_bad_images_go_to_the_dlq_with_their_reason() {
     let ctx = context(true, |_| {});
     let etag = ctx
-        .processor
         .store()
         .insert("photos", "page.jpg", fixture("page.jpg"));
     ctx.queue
         .send(s3_notification("photos", "page.jpg", Some(&etag), None));
     let etag = ctx
-        .processor
         .store()
         .insert("photos", "cut.jpg", fixture("truncated.jpg"));
     ctx.queue
@@ -214,7 +198,7 @@ async fn poison_bodies_and_bad_images_go_to_the_dlq_with_their_reason() {
         ctx.queue.remaining().is_empty(),
         "gone from the source queue"
     );
-    assert!(ctx.processor.store().keys("photos-resized").is_empty());
+    assert!(ctx.store().keys("photos-resized").is_empty());
 }
 
 #[tokio::test(start_paused = true)]
@@ -244,12 +228,8 @@ async fn without_a_dlq_a_permanent_failure_is_never_deleted() {
 #[tokio::test(start_paused = true)]
 async fn a_transient_fault_is_retried_with_backoff_then_succeeds() {
     let ctx = context(true, |_| {});
-    let etag = ctx
-        .processor
-        .store()
-        .insert("photos", "cat.png", fixture("tiny.png"));
-    ctx.processor
-        .store()
+    let etag = ctx.store().insert("photos", "cat.png", fixture("tiny.png"));
+    ctx.store()
         .unavailable_buckets
         .lock()
         .unwrap()
@@ -260,12 +240,7 @@ async fn a_transient_fault_is_retried_with_backoff_then_succeeds() {
         let ctx = ctx.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(20)).await;
-            ctx.processor
-                .store()
-                .unavailable_buckets
-                .lock()
-                .unwrap()
-                .clear();
+            ctx.store().unavailable_buckets.lock().unwrap().clear();
         })
     };
     drain(&ctx).await;
@@ -277,22 +252,19 @@ async fn a_transient_fault_is_retried_with_backoff_then_succeeds() {
     );
     assert_eq!(stat(&ctx, "processed"), 1);
     assert!(ctx.queue.dead_letters().is_empty());
-    assert_eq!(ctx.processor.store().keys("photos-resized").len(), 2);
+    assert_eq!(ctx.store().keys("photos-resized").len(), 2);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_panicking_job_is_dead_lettered_and_the_worker_goes_on() {
     let ctx = context(true, |_| {});
     let bad = ctx
-        .processor
         .store()
         .insert("photos", "boom.jpg", fixture("tiny.jpg"));
     let good = ctx
-        .processor
         .store()
         .insert("photos", "fine.jpg", fixture("tiny.jpg"));
-    ctx.processor
-        .store()
+    ctx.store()
         .panicking_keys
         .lock()
         .unwrap()
@@ -314,7 +286,7 @@ async fn a_panicking_job_is_dead_lettered_and_the_worker_goes_on() {
         "the other message still processed"
     );
     assert_eq!(
-        ctx.processor.store().keys("photos-resized"),
+        ctx.store().keys("photos-resized"),
         ["500/fine.jpg.jpg", "80/fine.jpg.jpg"]
     );
     assert!(ctx.queue.remaining().is_empty());
@@ -323,9 +295,8 @@ async fn a_panicking_job_is_dead_lettered_and_the_worker_goes_on() {
 #[tokio::test(start_paused = true)]
 async fn ready_after_the_first_poll_and_not_while_draining() {
     let ctx = context(true, |_| {});
-    *ctx.processor.store().get_delay.lock().unwrap() = Duration::from_secs(60);
+    *ctx.store().get_delay.lock().unwrap() = Duration::from_secs(60);
     let etag = ctx
-        .processor
         .store()
         .insert("photos", "slow.jpg", fixture("tiny.jpg"));
     ctx.queue
@@ -362,10 +333,7 @@ async fn receive_errors_do_not_stop_the_worker() {
     ctx.queue
         .fail_receives
         .store(3, std::sync::atomic::Ordering::SeqCst);
-    let etag = ctx
-        .processor
-        .store()
-        .insert("photos", "cat.png", fixture("tiny.png"));
+    let etag = ctx.store().insert("photos", "cat.png", fixture("tiny.png"));
     ctx.queue
         .send(s3_notification("photos", "cat.png", Some(&etag), None));
     drain(&ctx).await;
@@ -377,13 +345,11 @@ async fn test_events_filtered_keys_and_our_own_buckets_are_ignored() {
     let ctx = context(true, |c| c.filters.exclude_prefixes = vec!["tmp/".into()]);
     ctx.queue
         .send(r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Bucket":"photos"}"#);
-    ctx.processor
-        .store()
+    ctx.store()
         .insert("photos", "tmp/x.png", fixture("tiny.png"));
     ctx.queue
         .send(s3_notification("photos", "tmp/x.png", None, None));
-    ctx.processor
-        .store()
+    ctx.store()
         .insert("photos-resized", "80/x.png.jpg", fixture("tiny.png"));
     ctx.queue.send(s3_notification(
         "photos-resized",
@@ -395,7 +361,7 @@ async fn test_events_filtered_keys_and_our_own_buckets_are_ignored() {
     assert_eq!(stat(&ctx, "ignored"), 3);
     assert_eq!(ctx.queue.acked().len(), 3);
     assert_eq!(
-        ctx.processor.store().keys("photos-resized"),
+        ctx.store().keys("photos-resized"),
         ["80/x.png.jpg"],
         "nothing written"
     );
@@ -407,7 +373,6 @@ async fn a_slow_job_keeps_its_lease_and_is_not_redelivered() {
     // runs far past 1 s while the pipeline works on a blocking thread.
     let ctx = context(true, |c| c.queue.visibility_timeout_secs = Some(1));
     let etag = ctx
-        .processor
         .store()
         .insert("photos", "meta.jpg", fixture("meta.jpg"));
     ctx.queue
@@ -443,10 +408,7 @@ async fn shutdown_finishes_the_job_in_flight_and_releases_unstarted_ones() {
     let ctx = context(true, |c| c.worker.cpu_workers = 1);
     for i in 0..3 {
         let key = format!("cat{i}.png");
-        let etag = ctx
-            .processor
-            .store()
-            .insert("photos", &key, fixture("tiny.png"));
+        let etag = ctx.store().insert("photos", &key, fixture("tiny.png"));
         ctx.queue
             .send(s3_notification("photos", &key, Some(&etag), None));
     }
