@@ -2,18 +2,21 @@
 //!
 //! Module map (dependencies point down):
 //! - [`cli`]: the `resizeq` subcommands (`resize`), glue between arguments and the core;
-//!   [`daemon`]: `resizeq run` wiring (adapters, logging, signals).
+//!   [`daemon`]: `resizeq run` wiring (adapters, logging, runtime and signals).
+//! - [`ops`]: operator tools (`resizeq dlq …`, `resizeq backfill`) over the same config; their
+//!   logic runs over the [`ports`], only their `run` functions pick the adapters.
 //! - [`worker`]: the receive loop and per-message decisions, over the [`ports`] only;
 //!   [`adapters`]: SQS, S3, memory (tests) and local-folder implementations of the ports.
 //! - [`pipeline`]: bytes in, encoded variants out; synchronous, knows nothing of tokio or AWS.
 //!   [`pipeline::settings`] is the pure part (variants, limits, key template) that the presign
 //!   sidecar can build without the codecs.
 //! - [`config`]: defaults → TOML file → `RESIZEQ_` environment, validated once.
-//! - [`ports`]: the queue and object-store traits the worker core uses; [`event`]: what a
-//!   queue message means (S3, SNS, EventBridge shapes).
+//! - [`ports`]: the queue, object-store and dead-letter-queue traits the worker and the tools
+//!   use, and the queue limits; [`event`]: what a queue message means (S3, SNS, EventBridge
+//!   shapes).
 //! - [`telemetry`]: the metric catalogue, the `/metrics` `/healthz` `/readyz` listener and
 //!   logs + OpenTelemetry traces.
-//! - [`ops`]: operator tools (`resizeq dlq …`, `resizeq backfill`) over the same config.
+//! - [`signals`]: the tokio runtime and shutdown on SIGTERM/SIGINT, for every binary.
 //! - [`error`]: typed errors that say whether a failure is permanent or transient.
 //! - [`presign`]: the `resizeq-presign` upload sidecar (HTTP API, auth, URL signing); needs
 //!   neither the codecs nor the worker.
@@ -31,6 +34,7 @@ pub mod ops;
 pub mod pipeline;
 pub mod ports;
 pub mod presign;
+pub mod signals;
 pub mod telemetry;
 #[cfg(feature = "codecs")]
 pub mod worker;
