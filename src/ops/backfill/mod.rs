@@ -13,11 +13,12 @@
 
 mod direct;
 mod enqueue;
+mod report;
 mod select;
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use indicatif::ProgressBar;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +30,8 @@ use crate::error::{Error, Result};
 use crate::ports::{Enqueue, ListQuery, ListedObject, Store, MAX_LIST_PAGE};
 
 pub use direct::DirectContext;
+pub use report::BackfillReport;
+use report::Mode;
 pub use select::Selection;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -70,60 +73,6 @@ pub fn parse_target(target: &str) -> Result<(String, Option<String>)> {
         return Err(Error::config(format!("`{target}`: no bucket name")));
     }
     Ok((bucket.to_string(), prefix.map(String::from)))
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Queue,
-    Direct,
-    DryRun,
-}
-
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct BackfillReport {
-    pub listed: u64,
-    pub matched: u64,
-    pub enqueued: u64,
-    pub processed: u64,
-    pub skipped: u64,
-    pub superseded: u64,
-    pub ignored: u64,
-    pub failed: u64,
-    /// The last key of the last page finished: `--start-after` resumes there.
-    pub last_key: Option<String>,
-    pub interrupted: bool,
-}
-
-impl BackfillReport {
-    fn summary(&self, mode: Mode, target: &str, elapsed: Duration) -> String {
-        let counts = match mode {
-            Mode::Queue => format!("enqueued={}", self.enqueued),
-            Mode::Direct => format!(
-                "processed={} skipped={} superseded={} ignored={}",
-                self.processed, self.skipped, self.superseded, self.ignored
-            ),
-            Mode::DryRun => format!("would_backfill={}", self.matched),
-        };
-        let mode = match mode {
-            Mode::Queue => "queue",
-            Mode::Direct => "direct",
-            Mode::DryRun => "dry-run",
-        };
-        let mut line = format!(
-            "backfill {target}: mode={mode} listed={} matched={} {counts} failed={} elapsed={:.1}s",
-            self.listed,
-            self.matched,
-            self.failed,
-            elapsed.as_secs_f64()
-        );
-        if let Some(key) = &self.last_key {
-            line.push_str(&format!(" last_key={key}"));
-        }
-        if self.interrupted {
-            line.push_str(" interrupted=true");
-        }
-        line
-    }
 }
 
 /// Where matched objects go.
@@ -280,6 +229,8 @@ impl<S: Store, Q: Enqueue> Backfill<'_, S, Q> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::adapters::memory::{MemoryQueue, MemoryStore};
     use crate::config::Filters;
@@ -311,6 +262,10 @@ mod tests {
         };
         let result = run.run().await;
         (result, run.report)
+    }
+
+    fn queue() -> Arc<MemoryQueue> {
+        Arc::new(MemoryQueue::new(Duration::from_secs(30), false))
     }
 
     fn images() -> Selection {
@@ -346,7 +301,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn every_matching_object_is_enqueued_once_with_its_etag_and_size() {
         let store = bucket();
-        let queue = Arc::new(MemoryQueue::new(Duration::from_secs(30), false));
+        let queue = queue();
         let sink = Sink::Queue(queue.clone());
         let (result, report) =
             backfill(&store, &sink, &images(), None, &CancellationToken::new()).await;
@@ -373,7 +328,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn start_after_resumes_behind_the_key_and_dry_run_sends_nothing() {
         let store = bucket();
-        let queue = Arc::new(MemoryQueue::new(Duration::from_secs(30), false));
+        let queue = queue();
         let sink = Sink::Queue(queue.clone());
         let cancel = CancellationToken::new();
         let (result, report) = backfill(&store, &sink, &images(), Some("b.png"), &cancel).await;
@@ -391,7 +346,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn sends_that_fail_for_now_are_retried_and_a_cancel_keeps_the_resume_key() {
         let store = bucket();
-        let queue = Arc::new(MemoryQueue::new(Duration::from_secs(30), false));
+        let queue = queue();
         queue
             .fail_sends
             .store(3, std::sync::atomic::Ordering::SeqCst);
@@ -419,7 +374,7 @@ mod tests {
             .lock()
             .unwrap()
             .push("photos".into());
-        let queue = Arc::new(MemoryQueue::new(Duration::from_secs(30), false));
+        let queue = queue();
         let sink = Sink::Queue(queue.clone());
         let (result, report) = backfill(
             &store,
@@ -477,27 +432,5 @@ mod tests {
         ] {
             assert!(parse_target(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn the_summary_names_every_count() {
-        let report = BackfillReport {
-            listed: 3,
-            matched: 2,
-            enqueued: 2,
-            last_key: Some("p/c.jpg".into()),
-            ..BackfillReport::default()
-        };
-        let line = report.summary(Mode::Queue, "s3://b/p/", Duration::from_millis(1500));
-        assert_eq!(
-            line,
-            "backfill s3://b/p/: mode=queue listed=3 matched=2 enqueued=2 failed=0 elapsed=1.5s \
-             last_key=p/c.jpg"
-        );
-        let line = report.summary(Mode::Direct, "s3://b", Duration::ZERO);
-        assert!(
-            line.contains("processed=0 skipped=0 superseded=0 ignored=0"),
-            "{line}"
-        );
     }
 }

@@ -7,8 +7,10 @@
 //! own module, over the port.
 //!
 //! - [`scan`]: reading messages without consuming them (held under a lease, then released).
-//! - [`stats`], [`peek`], [`replay`], [`purge`]: the commands.
+//! - [`stats`], [`peek`], [`replay`] (natively, or [`manual_move`]), [`purge`]: the
+//!   commands.
 
+mod manual_move;
 mod peek;
 mod purge;
 mod replay;

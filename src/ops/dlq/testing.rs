@@ -3,6 +3,10 @@
 
 use std::time::Duration;
 
+use indicatif::ProgressBar;
+use tokio_util::sync::CancellationToken;
+
+use super::replay::{replay, ReplayOptions, ReplayReport};
 use crate::adapters::memory_dlq::MemoryDlq;
 
 /// The source queue of the dead letters [`fill`] adds.
@@ -26,4 +30,32 @@ pub fn fill(dlq: &MemoryDlq, kind: &str, n: usize) {
             ],
         );
     }
+}
+
+pub fn options() -> ReplayOptions {
+    ReplayOptions {
+        max: None,
+        per_sec: None,
+        error_kinds: Vec::new(),
+        dry_run: false,
+        wait: false,
+        to: None,
+        lease: lease(),
+    }
+}
+
+/// A replay with [`options`]-like settings and `queue.url` = [`SOURCE`]; its report and notes.
+pub async fn run_replay(dlq: &MemoryDlq, options: &ReplayOptions) -> (ReplayReport, Vec<String>) {
+    let mut notes = Vec::new();
+    let report = replay(
+        dlq,
+        options,
+        Some(SOURCE),
+        &ProgressBar::hidden(),
+        &CancellationToken::new(),
+        &mut |n| notes.push(n),
+    )
+    .await
+    .unwrap();
+    (report, notes)
 }
