@@ -264,7 +264,7 @@ impl World {
                 .sqs
                 .receive_message()
                 .queue_url(url)
-                .max_number_of_messages(10)
+                .max_number_of_messages(resizeq::ports::MAX_BATCH as i32)
                 .visibility_timeout(60)
                 .message_attribute_names("All")
                 .wait_time_seconds(1)
@@ -292,7 +292,7 @@ impl World {
                 receipts.push(m.receipt_handle().unwrap().to_string());
             }
         }
-        for chunk in receipts.chunks(10) {
+        for chunk in receipts.chunks(resizeq::ports::MAX_BATCH) {
             if delete {
                 for receipt in chunk {
                     self.aws
