@@ -50,7 +50,8 @@ impl<D: DeadLetterQueue> Replay<'_, D> {
                     break;
                 }
                 let mut new = 0;
-                for message in batch {
+                let mut batch = batch.into_iter();
+                while let Some(message) = batch.next() {
                     if held.seen(&message.id) {
                         // Its lease ran out while we worked: hold it again (new receipt).
                         held.hold(message);
@@ -95,7 +96,12 @@ impl<D: DeadLetterQueue> Replay<'_, D> {
                     };
                     if cancelled {
                         report.interrupted = true;
+                        // The rest of the batch too, so that all of it is visible again at
+                        // once rather than when its lease ends.
                         held.hold(message);
+                        for rest in batch.by_ref() {
+                            held.hold(rest);
+                        }
                         break 'receive;
                     }
                     // Send first: a crash before the delete leaves a duplicate, never a loss.
@@ -148,6 +154,31 @@ mod tests {
     use crate::ports::NO_KIND;
 
     const OTHER: &str = "http://sqs.local/123/other";
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_replay_finishes_the_message_in_hand_and_releases_the_batch() {
+        let dlq = MemoryDlq::new("http://sqs.local/123/dlq");
+        fill(&dlq, "corrupt", 12);
+        let cancel = CancellationToken::new();
+        let stop_after_three = async {
+            while dlq.sent().len() < 3 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            cancel.cancel();
+        };
+        let paced = ReplayOptions {
+            per_sec: Some(10),
+            ..options()
+        };
+        let (progress, mut note) = (ProgressBar::hidden(), |_| {});
+        let moving = replay(&dlq, &paced, Some(SOURCE), &progress, &cancel, &mut note);
+        let (report, ()) = tokio::join!(moving, stop_after_three);
+        let report = report.unwrap();
+        assert!(report.interrupted);
+        assert_eq!((report.moved, report.duplicated), (3, 0));
+        assert_eq!(dlq.remaining(), 9);
+        assert_eq!(dlq.visible_count(), 9, "nothing left hidden under a lease");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn replay_falls_back_to_moving_one_by_one_and_says_so() {
