@@ -244,18 +244,8 @@ async fn a_replay_killed_halfway_loses_no_message() {
         .spawn()
         .expect("spawn resizeq dlq replay");
     // Kill it once a good part, but not all, has moved.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let (visible, _, _) = w.depth_of(&w.queue).await;
-        if visible >= 12 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the replay moved only {visible} messages in 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    w.wait_for_visible(&w.queue, 12, Duration::from_secs(60))
+        .await;
     child.start_kill().expect("SIGKILL");
     let status = child.wait().await.expect("wait");
     assert!(!status.success(), "killed, not finished: {status}");
@@ -304,18 +294,8 @@ async fn a_replay_stopped_by_sigterm_finishes_the_message_in_hand_and_reports() 
         .command(&["dlq", "replay", "--rate", "10"], &[])
         .spawn()
         .expect("spawn resizeq dlq replay");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let (visible, _, _) = w.depth_of(&w.queue).await;
-        if visible >= 5 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the replay moved only {visible} messages in 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    w.wait_for_visible(&w.queue, 5, Duration::from_secs(60))
+        .await;
     let pid = child.id().expect("running") as libc::pid_t;
     // SAFETY: kill(2) on the child we spawned, which has not been waited for yet.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
+use aws_sdk_sqs::operation::receive_message::builders::ReceiveMessageFluentBuilder;
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
     QueueAttributeName, SendMessageBatchRequestEntry,
@@ -103,6 +104,19 @@ pub async fn queue_depth(client: &Client, url: &str) -> Result<QueueDepth> {
         in_flight: count(&in_flight),
         delayed: count(&delayed),
     })
+}
+
+/// A ReceiveMessage of up to `max` messages (at most [`MAX_BATCH`]) with what
+/// [`delivery_info`] reads and every message attribute; the caller adds the wait and the
+/// visibility.
+pub fn receive_request(client: &Client, url: &str, max: usize) -> ReceiveMessageFluentBuilder {
+    client
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(max.clamp(1, MAX_BATCH) as i32)
+        .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+        .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+        .message_attribute_names("All")
 }
 
 /// The receive count (`ApproximateReceiveCount`, 1 when absent) and the first send time
@@ -255,17 +269,10 @@ impl Queue for SqsQueue {
         wait: Duration,
         visibility: Option<Duration>,
     ) -> Result<Vec<Message>> {
-        let out = self
-            .client
-            .receive_message()
-            .queue_url(&self.url)
-            .max_number_of_messages(max.clamp(1, MAX_BATCH) as i32)
+        let out = receive_request(&self.client, &self.url, max)
             .wait_time_seconds(wait.as_secs().min(MAX_WAIT_SECS) as i32)
             .set_visibility_timeout(visibility.map(|v| clamp_secs(v.as_secs())))
-            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
-            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .message_system_attribute_names(MessageSystemAttributeName::AwsTraceHeader)
-            .message_attribute_names("All")
             .send()
             .await
             .map_err(|e| classify("sqs ReceiveMessage", e))?;

@@ -6,8 +6,7 @@ use std::time::Duration;
 use aws_sdk_sqs::error::ProvideErrorMetadata;
 use aws_sdk_sqs::primitives::Blob;
 use aws_sdk_sqs::types::{
-    ChangeMessageVisibilityBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
-    QueueAttributeName,
+    ChangeMessageVisibilityBatchRequestEntry, MessageAttributeValue, QueueAttributeName,
 };
 use aws_sdk_sqs::Client;
 use tokio::sync::OnceCell;
@@ -117,16 +116,9 @@ impl DeadLetterQueue for SqsDeadLetterQueue {
     }
 
     async fn receive(&self, max: usize, lease: Duration) -> Result<Vec<DlqMessage>> {
-        let out = self
-            .client
-            .receive_message()
-            .queue_url(&self.url)
-            .max_number_of_messages(max.clamp(1, MAX_BATCH) as i32)
+        let out = sqs::receive_request(&self.client, &self.url, max)
             .wait_time_seconds(RECEIVE_WAIT_SECS)
             .visibility_timeout(lease.as_secs().clamp(1, MAX_VISIBILITY_SECS) as i32)
-            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
-            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
-            .message_attribute_names("All")
             .send()
             .await
             .map_err(|e| classify("sqs ReceiveMessage (dead-letter queue)", e))?;

@@ -237,6 +237,23 @@ impl World {
         self.aws.depth_of(url).await
     }
 
+    /// Waits until `url` has at least `count` visible messages (a command under way has moved
+    /// that many); panics after `timeout`.
+    pub async fn wait_for_visible(&self, url: &str, count: u64, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let (visible, _, _) = self.depth_of(url).await;
+            if visible >= count {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{url}: only {visible} visible after {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits until nothing in `url` is in flight (leases ended); panics after `timeout`.
     pub async fn settle(&self, url: &str, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
