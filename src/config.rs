@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::pipeline::settings::{
     default_variants, Limits, OutputSettings, PipelineSettings, VariantSpec,
 };
+use crate::ports::{MAX_BATCH, MAX_VISIBILITY_SECS};
 
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_FILE: &str = "resizeq.toml";
@@ -277,11 +278,11 @@ impl Config {
         if q.wait_time_secs > 20 {
             return Err(Error::config("queue.wait_time_secs: SQS allows 0 to 20"));
         }
-        if !(1..=10).contains(&q.max_messages) {
+        if !(1..=MAX_BATCH as u32).contains(&q.max_messages) {
             return Err(Error::config("queue.max_messages: SQS allows 1 to 10"));
         }
         if q.visibility_timeout_secs
-            .is_some_and(|v| v == 0 || v > 43_200)
+            .is_some_and(|v| v == 0 || v > MAX_VISIBILITY_SECS)
         {
             return Err(Error::config(
                 "queue.visibility_timeout_secs: SQS allows 1 to 43200",
@@ -289,7 +290,7 @@ impl Config {
         }
         if q.retry_base_secs == 0
             || q.retry_max_secs < q.retry_base_secs
-            || q.retry_max_secs > 43_200
+            || q.retry_max_secs > MAX_VISIBILITY_SECS
         {
             return Err(Error::config(
                 "queue.retry_base_secs / retry_max_secs: need 1 <= base <= max <= 43200",

@@ -1,5 +1,6 @@
 //! `resizeq run`: wiring of config, adapters, logging and signals around [`crate::worker::run`].
 
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,32 +11,34 @@ use crate::adapters::{aws, s3::S3Store, sqs::SqsQueue};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::ports::Queue;
+use crate::signals;
 use crate::telemetry::{self, catalogue};
 use crate::worker::{self, Mode, WorkerContext};
 
-/// Cancels `token` on the first SIGTERM or SIGINT, naming it; exits the process at once on a
-/// second one.
-pub fn cancel_on_signals(token: CancellationToken) {
-    tokio::spawn(async move {
-        let name = wait_for_signal().await;
-        info!(
-            signal = name,
-            "shutdown requested: no new messages, finishing jobs in flight"
-        );
-        token.cancel();
-        let name = wait_for_signal().await;
-        warn!(signal = name, "second signal: exiting now");
-        std::process::exit(130);
+/// `resizeq run` on its own runtime until the first SIGTERM or SIGINT (the second exits at
+/// once); the exit code for `main`.
+pub fn main(config: &Config, mode: Mode) -> ExitCode {
+    let runtime = match signals::runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {}", e.message());
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let shutdown = signals::cancel_on_signals("no new messages, finishing jobs in flight")?;
+        run(config, mode, shutdown).await
     });
-}
-
-async fn wait_for_signal() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+    // worker::run has already waited the shutdown timeout for jobs in flight; do not let an
+    // abandoned image decode on a blocking thread hold the process past it.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "resizeq stopped on an error");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -1,7 +1,9 @@
-//! The two things the worker talks to, as traits: a queue of messages and an object store.
-//! Adapters implement them for SQS and S3 (`adapters::sqs`, `adapters::s3`), a local folder
-//! (`adapters::fs`) and memory (`adapters::memory`, for unit tests). Only adapters name SDK
-//! types; the worker core sees these.
+//! What the worker and the operator tools talk to, as traits: a queue of messages
+//! ([`Queue`], and [`Enqueue`] to send new ones), an object store ([`Store`]) and, for the
+//! `resizeq dlq` commands, a dead-letter queue ([`DeadLetterQueue`]). Adapters implement them
+//! for SQS and S3 (`adapters::sqs`, `adapters::sqs_dlq`, `adapters::s3`), a local folder
+//! (`adapters::fs`) and memory (`adapters::memory`, `adapters::memory_dlq`, for unit tests).
+//! Only adapters name SDK types; the worker core and the tools see these.
 //!
 //! Every method returns [`crate::Error`], whose kind says whether a retry can help: adapters
 //! classify their failures at the source (see `adapters::aws::classify`).
@@ -14,6 +16,20 @@ use crate::error::Result;
 pub use crate::event::ETag;
 use crate::event::Parsed;
 
+mod dlq;
+
+pub use dlq::{AttributeValue, DeadLetterQueue, DlqMessage, MoveTaskStatus, NO_KIND};
+
+/// Most messages one queue call receives, sends, deletes or releases (SQS's batch limit; the
+/// in-memory queues keep it too).
+pub const MAX_BATCH: usize = 10;
+/// The longest visibility timeout (lease) or redelivery delay a queue takes: 12 h (SQS).
+pub const MAX_VISIBILITY_SECS: u64 = 43_200;
+
+/// The attribute of [`Message::attributes`] carrying an X-Ray trace header (SQS's
+/// `AWSTraceHeader` system attribute).
+pub const AWS_TRACE_HEADER: &str = "AWSTraceHeader";
+
 /// One received message, with what is needed to acknowledge or return it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
@@ -25,9 +41,18 @@ pub struct Message {
     pub receive_count: u32,
     /// When the message was first sent to the queue.
     pub sent_at: Option<SystemTime>,
-    /// String message attributes (for example a W3C `traceparent`) and the `AWSTraceHeader`
-    /// system attribute.
+    /// String message attributes (for example a W3C `traceparent`) and the
+    /// [`AWS_TRACE_HEADER`] system attribute.
     pub attributes: HashMap<String, String>,
+}
+
+/// Sends new messages (the backfill's synthetic events) to a queue.
+pub trait Enqueue: Send + Sync + 'static {
+    /// Sends up to [`MAX_BATCH`] bodies in one call. `Err`: the call failed as a whole (nothing
+    /// was sent). `Ok`: one result per body, in order; a failed entry's error says whether
+    /// sending it again can help.
+    fn send_batch(&self, bodies: &[String])
+        -> impl Future<Output = Result<Vec<Result<()>>>> + Send;
 }
 
 /// Why a message was dead-lettered; becomes message attributes on the DLQ copy.
@@ -138,6 +163,39 @@ pub struct PutObject {
     pub metadata: HashMap<String, String>,
 }
 
+/// Where a listing starts and how much of it one call returns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ListQuery<'a> {
+    /// Only keys that start with this.
+    pub prefix: Option<&'a str>,
+    /// Only keys after this one (byte order, as S3 lists).
+    pub start_after: Option<&'a str>,
+    /// [`ListPage::next`] of the previous page, to continue the same listing.
+    pub continuation: Option<&'a str>,
+    /// At most this many objects in the page (S3 returns at most [`MAX_LIST_PAGE`]).
+    pub max_keys: usize,
+}
+
+/// The most objects one listing call returns (S3's ListObjectsV2 limit).
+pub const MAX_LIST_PAGE: usize = 1000;
+
+/// One object of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedObject {
+    pub key: String,
+    pub etag: Option<ETag>,
+    pub size: Option<u64>,
+    pub last_modified: Option<SystemTime>,
+}
+
+/// One page of a listing, keys in byte order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ListPage {
+    pub objects: Vec<ListedObject>,
+    /// Where the next page starts (pass as [`ListQuery::continuation`]); `None` on the last.
+    pub next: Option<String>,
+}
+
 pub trait Store: Send + Sync + 'static {
     /// The object, if it still has ETag `if_match` (when given).
     fn get(
@@ -154,4 +212,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<ObjectInfo>>> + Send;
 
     fn put(&self, object: PutObject) -> impl Future<Output = Result<()>> + Send;
+
+    /// One page of the objects in `bucket`, in key order. An empty bucket (for a local folder,
+    /// also one not created yet) is an empty last page.
+    fn list(
+        &self,
+        bucket: &str,
+        query: ListQuery<'_>,
+    ) -> impl Future<Output = Result<ListPage>> + Send;
 }

@@ -17,7 +17,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::ports::{ETag, GetOutcome, ObjectInfo, PutObject, Store};
+use crate::ports::{
+    ETag, GetOutcome, ListPage, ListQuery, ListedObject, ObjectInfo, PutObject, Store,
+    MAX_LIST_PAGE,
+};
 
 /// Where sidecar metadata lives, below the root.
 pub const STATE_DIR: &str = ".resizeq";
@@ -234,6 +237,65 @@ impl FsStore {
     }
 }
 
+impl FsStore {
+    fn list_sync(&self, bucket: &str, query: ListQuery<'_>) -> Result<ListPage> {
+        check_bucket(bucket)?;
+        let mut keys = Vec::new();
+        collect_keys(&self.root.join(bucket), "", &mut keys)?;
+        // As S3: a continuation token supersedes start_after (ours is the last key listed).
+        let after = query.continuation.or(query.start_after).unwrap_or("");
+        let prefix = query.prefix.unwrap_or("");
+        keys.retain(|key| key.starts_with(prefix) && key.as_str() > after);
+        keys.sort();
+        let page_size = query.max_keys.clamp(1, MAX_LIST_PAGE);
+        let next = (keys.len() > page_size).then(|| keys[page_size - 1].clone());
+        keys.truncate(page_size);
+        let mut objects = Vec::with_capacity(keys.len());
+        for key in keys {
+            let path = self.object_path(bucket, &key)?;
+            // Gone since the walk: not listed, as S3 would not list it either.
+            let Some(bytes) = read_optional(&path)? else {
+                continue;
+            };
+            let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+            objects.push(ListedObject {
+                key,
+                etag: Some(ETag::of_bytes(&bytes)),
+                size: Some(bytes.len() as u64),
+                last_modified: modified,
+            });
+        }
+        Ok(ListPage { objects, next })
+    }
+}
+
+/// The keys of the files below `dir` (`/`-separated, after `parent`), without our own and
+/// partial files; nothing for a folder that does not exist.
+fn collect_keys(dir: &Path, parent: &str, keys: &mut Vec<String>) -> Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if is_not_found(&e) => return Ok(()),
+        Err(e) => return Err(io_error(dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| io_error(dir, e))?;
+        let Some(name) = entry.file_name().to_str().map(String::from) else {
+            continue; // not UTF-8: no key names it
+        };
+        if is_hidden_or_partial(&name) {
+            continue;
+        }
+        let key = format!("{parent}{name}");
+        let kind = entry.file_type().map_err(|e| io_error(&entry.path(), e))?;
+        if kind.is_dir() {
+            collect_keys(&entry.path(), &format!("{key}/"), keys)?;
+        } else if kind.is_file() {
+            keys.push(key);
+        }
+    }
+    Ok(())
+}
+
 /// Runs blocking file work off the async threads.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
@@ -256,6 +318,24 @@ impl Store for FsStore {
     async fn put(&self, object: PutObject) -> Result<()> {
         let store = self.clone();
         blocking(move || store.put_sync(object)).await
+    }
+
+    async fn list(&self, bucket: &str, query: ListQuery<'_>) -> Result<ListPage> {
+        let (store, bucket) = (self.clone(), bucket.to_string());
+        let prefix = query.prefix.map(String::from);
+        let start_after = query.start_after.map(String::from);
+        let continuation = query.continuation.map(String::from);
+        let max_keys = query.max_keys;
+        blocking(move || {
+            let query = ListQuery {
+                prefix: prefix.as_deref(),
+                start_after: start_after.as_deref(),
+                continuation: continuation.as_deref(),
+                max_keys,
+            };
+            store.list_sync(&bucket, query)
+        })
+        .await
     }
 }
 
@@ -426,6 +506,51 @@ mod tests {
         // Dots inside names are fine.
         store.put(put("b", "a..b/.c", b"x")).await.unwrap();
         assert!(dir.path().join("root/b/a..b/.c").is_file());
+    }
+
+    #[tokio::test]
+    async fn listing_pages_through_the_files_in_key_order_without_ours() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::new(dir.path());
+        for key in ["b/2.jpg", "a.jpg", "b/1.jpg", "c.png"] {
+            store.put(put("photos", key, key.as_bytes())).await.unwrap();
+        }
+        std::fs::write(dir.path().join("photos/.partial.jpg"), b"x").unwrap();
+        std::fs::write(dir.path().join("photos/upload.tmp"), b"x").unwrap();
+        let query = |continuation| ListQuery {
+            max_keys: 2,
+            continuation,
+            ..ListQuery::default()
+        };
+        let first = store.list("photos", query(None)).await.unwrap();
+        let keys: Vec<&str> = first.objects.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(keys, ["a.jpg", "b/1.jpg"]);
+        assert_eq!(first.objects[0].etag, Some(ETag::of_bytes(b"a.jpg")));
+        assert_eq!(first.objects[0].size, Some(5));
+        assert!(first.objects[0].last_modified.is_some());
+        let second = store
+            .list("photos", query(first.next.as_deref()))
+            .await
+            .unwrap();
+        let keys: Vec<&str> = second.objects.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!((keys, second.next), (vec!["b/2.jpg", "c.png"], None));
+
+        let b = ListQuery {
+            prefix: Some("b/"),
+            start_after: Some("b/1.jpg"),
+            max_keys: 10,
+            ..ListQuery::default()
+        };
+        let page = store.list("photos", b).await.unwrap();
+        assert_eq!(page.objects.len(), 1);
+        assert_eq!(page.objects[0].key, "b/2.jpg");
+        let none = store.list("not-yet", query(None)).await.unwrap();
+        assert_eq!(none, ListPage::default());
+        assert!(store
+            .list("..", query(None))
+            .await
+            .unwrap_err()
+            .is_permanent());
     }
 
     #[cfg(unix)]

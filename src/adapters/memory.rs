@@ -4,13 +4,14 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::ports::{
-    DeadLetter, ETag, GetOutcome, Message, ObjectInfo, PutObject, Queue, QueueDepth, Store,
+    DeadLetter, ETag, Enqueue, GetOutcome, ListPage, ListQuery, ListedObject, Message, ObjectInfo,
+    PutObject, Queue, QueueDepth, Store, MAX_BATCH, MAX_LIST_PAGE,
 };
 
 /// One message of an in-process queue, with SQS's bookkeeping around it.
@@ -138,6 +139,9 @@ pub struct MemoryQueue {
     next_id: AtomicU64,
     /// Receives that fail with a transient error before succeeding again.
     pub fail_receives: AtomicUsize,
+    /// Entries of [`Enqueue::send_batch`] that fail with a transient error before sends
+    /// succeed again.
+    pub fail_sends: AtomicUsize,
 }
 
 #[derive(Debug, Default)]
@@ -156,6 +160,7 @@ impl MemoryQueue {
             has_dlq,
             next_id: AtomicU64::new(1),
             fail_receives: AtomicUsize::new(0),
+            fail_sends: AtomicUsize::new(0),
         }
     }
 
@@ -180,6 +185,16 @@ impl MemoryQueue {
         };
         self.inner.lock().unwrap().messages.push(message, ());
         id
+    }
+
+    /// The bodies of the messages still in the queue, in the order they were sent.
+    pub fn bodies(&self) -> Vec<String> {
+        let state = self.inner.lock().unwrap();
+        state
+            .messages
+            .iter()
+            .map(|d| d.message.body.clone())
+            .collect()
     }
 
     pub fn dead_letters(&self) -> Vec<(Message, DeadLetter)> {
@@ -287,7 +302,31 @@ impl Queue for MemoryQueue {
     }
 }
 
-type Objects = HashMap<(String, String), (Vec<u8>, ObjectInfo)>;
+impl Enqueue for MemoryQueue {
+    async fn send_batch(&self, bodies: &[String]) -> Result<Vec<Result<()>>> {
+        Ok(bodies
+            .iter()
+            .take(MAX_BATCH)
+            .map(|body| {
+                let fail = self
+                    .fail_sends
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+                if fail {
+                    return Err(Error::new(
+                        ErrorKind::Service,
+                        "SendMessage: injected fault",
+                    ));
+                }
+                self.send(body.clone());
+                Ok(())
+            })
+            .collect())
+    }
+}
+
+/// An object's bytes, what a HEAD says, and when it was written.
+type Objects = HashMap<(String, String), (Vec<u8>, ObjectInfo, SystemTime)>;
 
 /// Objects by (bucket, key). ETags are a hash of the bytes, like single-part S3 uploads.
 #[derive(Debug, Default)]
@@ -315,10 +354,10 @@ impl MemoryStore {
             content_type: None,
             metadata: HashMap::new(),
         };
-        self.objects
-            .lock()
-            .unwrap()
-            .insert((bucket.into(), key.into()), (bytes, info));
+        self.objects.lock().unwrap().insert(
+            (bucket.into(), key.into()),
+            (bytes, info, SystemTime::now()),
+        );
         etag
     }
 
@@ -334,7 +373,7 @@ impl MemoryStore {
             .lock()
             .unwrap()
             .get(&(bucket.to_string(), key.to_string()))
-            .cloned()
+            .map(|(bytes, info, _)| (bytes.clone(), info.clone()))
     }
 
     pub fn keys(&self, bucket: &str) -> Vec<String> {
@@ -385,8 +424,8 @@ impl Store for MemoryStore {
         let objects = self.objects.lock().unwrap();
         Ok(match objects.get(&(bucket.to_string(), key.to_string())) {
             None => GetOutcome::NotFound,
-            Some((_, info)) if if_match.is_some_and(|e| *e != info.etag) => GetOutcome::Changed,
-            Some((bytes, info)) => GetOutcome::Found {
+            Some((_, info, _)) if if_match.is_some_and(|e| *e != info.etag) => GetOutcome::Changed,
+            Some((bytes, info, _)) => GetOutcome::Found {
                 bytes: bytes.clone(),
                 info: info.clone(),
             },
@@ -406,12 +445,38 @@ impl Store for MemoryStore {
             content_type: Some(object.content_type),
             metadata: object.metadata,
         };
-        self.objects
-            .lock()
-            .unwrap()
-            .insert((object.bucket, object.key), (object.bytes, info));
+        self.objects.lock().unwrap().insert(
+            (object.bucket, object.key),
+            (object.bytes, info, SystemTime::now()),
+        );
         self.puts.fetch_add(1, Ordering::SeqCst);
         Ok(())
+    }
+
+    async fn list(&self, bucket: &str, query: ListQuery<'_>) -> Result<ListPage> {
+        self.check_available(bucket)?;
+        // As S3: a continuation token supersedes start_after (ours is the last key listed).
+        let after = query.continuation.or(query.start_after).unwrap_or("");
+        let prefix = query.prefix.unwrap_or("");
+        let objects = self.objects.lock().unwrap();
+        let mut matching: Vec<ListedObject> = objects
+            .iter()
+            .filter(|((b, key), _)| b == bucket && key.starts_with(prefix) && key.as_str() > after)
+            .map(|((_, key), (_, info, modified))| ListedObject {
+                key: key.clone(),
+                etag: Some(info.etag.clone()),
+                size: Some(info.size),
+                last_modified: Some(*modified),
+            })
+            .collect();
+        matching.sort_by(|a, b| a.key.cmp(&b.key));
+        let page_size = query.max_keys.clamp(1, MAX_LIST_PAGE);
+        let next = (matching.len() > page_size).then(|| matching[page_size - 1].key.clone());
+        matching.truncate(page_size);
+        Ok(ListPage {
+            objects: matching,
+            next,
+        })
     }
 }
 

@@ -2,11 +2,16 @@
 //!
 //! - [`aws`]: the SDK configuration and clients, and `classify`, the one place where SDK
 //!   errors become our [`crate::Error`] (permanent or transient).
-//! - [`sqs`]: [`sqs::SqsQueue`], the `Queue` on SQS (with an optional dead-letter queue).
-//! - [`s3`]: [`s3::S3Store`], the `Store` on S3.
+//! - [`sqs`]: [`sqs::SqsQueue`], the `Queue` (and `Enqueue`) on SQS, with an optional
+//!   dead-letter queue; [`sqs_dlq`]: the `DeadLetterQueue` of the dlq commands on SQS.
+//! - [`s3`]: [`s3::S3Store`], the `Store` on S3; [`fs`]: the `Store` on a local folder.
+//! - [`memory`], [`memory_dlq`]: in-memory queue, store and dead-letter queue with switches
+//!   to inject faults, for unit tests.
 
 pub mod aws;
 pub mod fs;
 pub mod memory;
+pub mod memory_dlq;
 pub mod s3;
 pub mod sqs;
+pub mod sqs_dlq;

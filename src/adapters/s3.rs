@@ -10,7 +10,10 @@ use aws_sdk_s3::Client;
 
 use crate::adapters::aws::classify;
 use crate::error::{Error, Result};
-use crate::ports::{ETag, GetOutcome, ObjectInfo, PutObject, Store};
+use crate::ports::{
+    ETag, GetOutcome, ListPage, ListQuery, ListedObject, ObjectInfo, PutObject, Store,
+    MAX_LIST_PAGE,
+};
 
 #[derive(Debug, Clone)]
 pub struct S3Store {
@@ -132,5 +135,38 @@ impl Store for S3Store {
             .await
             .map_err(|e| classify(&op, e))?;
         Ok(())
+    }
+
+    async fn list(&self, bucket: &str, query: ListQuery<'_>) -> Result<ListPage> {
+        let out = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .set_prefix(query.prefix.map(String::from))
+            .set_start_after(query.start_after.map(String::from))
+            .set_continuation_token(query.continuation.map(String::from))
+            .max_keys(query.max_keys.clamp(1, MAX_LIST_PAGE) as i32)
+            .send()
+            .await
+            .map_err(|e| classify(&format!("s3 ListObjectsV2 {bucket}"), e))?;
+        let objects = out
+            .contents()
+            .iter()
+            .filter_map(|object| {
+                Some(ListedObject {
+                    key: object.key()?.to_string(),
+                    etag: object.e_tag().map(ETag::new),
+                    size: object.size().and_then(|s| u64::try_from(s).ok()),
+                    last_modified: object
+                        .last_modified()
+                        .and_then(|t| std::time::SystemTime::try_from(*t).ok()),
+                })
+            })
+            .collect();
+        let next = match out.is_truncated() {
+            Some(true) => out.next_continuation_token().map(String::from),
+            _ => None,
+        };
+        Ok(ListPage { objects, next })
     }
 }

@@ -1,28 +1,27 @@
-//! [`Queue`] on Amazon SQS (standard queues).
+//! [`Queue`] and [`Enqueue`] on Amazon SQS (standard queues).
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
+use aws_sdk_sqs::operation::receive_message::builders::ReceiveMessageFluentBuilder;
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
-    QueueAttributeName,
+    QueueAttributeName, SendMessageBatchRequestEntry,
 };
 use aws_sdk_sqs::Client;
 
 use crate::adapters::aws::classify;
 use crate::error::{Error, ErrorKind, Result};
-use crate::ports::{DeadLetter, Message, Queue, QueueDepth};
+pub use crate::ports::AWS_TRACE_HEADER;
+use crate::ports::{
+    DeadLetter, Enqueue, Message, Queue, QueueDepth, MAX_BATCH, MAX_VISIBILITY_SECS,
+};
 
-/// SQS's limits: visibility timeouts and delays are 0–12 h; batches hold up to 10 entries;
-/// long polls wait up to 20 s.
-pub const MAX_VISIBILITY_SECS: u64 = 43_200;
-const MAX_BATCH: usize = 10;
+/// Long polls wait up to 20 s (batch and visibility limits: [`MAX_BATCH`],
+/// [`MAX_VISIBILITY_SECS`]).
 const MAX_WAIT_SECS: u64 = 20;
 /// The longest `error_reason` attribute put on a dead-lettered copy, in bytes.
 pub const MAX_REASON_BYTES: usize = 1024;
-
-/// The system attribute carried into [`Message::attributes`] (X-Ray trace header).
-pub const AWS_TRACE_HEADER: &str = "AWSTraceHeader";
 
 /// A queue (and optionally its dead-letter queue) by URL.
 #[derive(Debug, Clone)]
@@ -105,6 +104,19 @@ pub async fn queue_depth(client: &Client, url: &str) -> Result<QueueDepth> {
         in_flight: count(&in_flight),
         delayed: count(&delayed),
     })
+}
+
+/// A ReceiveMessage of up to `max` messages (at most [`MAX_BATCH`]) with what
+/// [`delivery_info`] reads and every message attribute; the caller adds the wait and the
+/// visibility.
+pub fn receive_request(client: &Client, url: &str, max: usize) -> ReceiveMessageFluentBuilder {
+    client
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(max.clamp(1, MAX_BATCH) as i32)
+        .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+        .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+        .message_attribute_names("All")
 }
 
 /// The receive count (`ApproximateReceiveCount`, 1 when absent) and the first send time
@@ -257,17 +269,10 @@ impl Queue for SqsQueue {
         wait: Duration,
         visibility: Option<Duration>,
     ) -> Result<Vec<Message>> {
-        let out = self
-            .client
-            .receive_message()
-            .queue_url(&self.url)
-            .max_number_of_messages(max.clamp(1, MAX_BATCH) as i32)
+        let out = receive_request(&self.client, &self.url, max)
             .wait_time_seconds(wait.as_secs().min(MAX_WAIT_SECS) as i32)
             .set_visibility_timeout(visibility.map(|v| clamp_secs(v.as_secs())))
-            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
-            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .message_system_attribute_names(MessageSystemAttributeName::AwsTraceHeader)
-            .message_attribute_names("All")
             .send()
             .await
             .map_err(|e| classify("sqs ReceiveMessage", e))?;
@@ -403,6 +408,70 @@ impl Queue for SqsQueue {
 
     async fn depth(&self) -> Result<QueueDepth> {
         queue_depth(&self.client, &self.url).await
+    }
+}
+
+impl Enqueue for SqsQueue {
+    async fn send_batch(&self, bodies: &[String]) -> Result<Vec<Result<()>>> {
+        // Entry ids are positions in `bodies`.
+        let entries = bodies
+            .iter()
+            .take(MAX_BATCH)
+            .enumerate()
+            .map(|(i, body)| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(body)
+                    .build()
+                    .expect("id and body are set")
+            })
+            .collect();
+        let out = self
+            .client
+            .send_message_batch()
+            .queue_url(&self.url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| classify(&format!("sqs SendMessageBatch {}", self.url), e))?;
+        // An entry in neither list was not sent, for no reason given: worth another try.
+        let mut results: Vec<Result<()>> = bodies
+            .iter()
+            .take(MAX_BATCH)
+            .map(|_| Err(Error::new(ErrorKind::Service, "not sent")))
+            .collect();
+        for ok in out.successful() {
+            if let Some(slot) = ok
+                .id()
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| results.get_mut(i))
+            {
+                *slot = Ok(());
+            }
+        }
+        for failed in out.failed() {
+            let Some(slot) = failed
+                .id()
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| results.get_mut(i))
+            else {
+                continue;
+            };
+            let reason = match failed.message() {
+                Some(message) => format!("{}: {message}", failed.code()),
+                None => failed.code().to_string(),
+            };
+            // The sender's fault (a body too large, say) fails the same way every time.
+            let kind = if failed.sender_fault() {
+                ErrorKind::Config
+            } else {
+                ErrorKind::Service
+            };
+            *slot = Err(Error::new(kind, reason));
+        }
+        Ok(results)
     }
 }
 

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use resizeq::config::Config;
 use resizeq::worker::Mode;
-use tokio_util::sync::CancellationToken;
 
 // jemalloc also serves the C codecs (unprefixed malloc) and keeps freed pages for the next
 // image instead of returning every large buffer to the kernel as glibc does.
@@ -81,34 +80,12 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { until_empty } => {
             let _tracing = resizeq::telemetry::otel::init("resizeq");
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
             let mode = if until_empty {
                 Mode::UntilEmpty
             } else {
                 Mode::Forever
             };
-            let result = runtime.block_on(async {
-                let shutdown = CancellationToken::new();
-                resizeq::daemon::cancel_on_signals(shutdown.clone());
-                resizeq::daemon::run(&config, mode, shutdown).await
-            });
-            // worker::run has already waited the shutdown timeout for jobs in flight; do not
-            // let an abandoned image decode on a blocking thread hold the process past it.
-            runtime.shutdown_timeout(std::time::Duration::from_millis(200));
-            match result {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!(error = %e, "resizeq stopped on an error");
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            resizeq::daemon::main(&config, mode)
         }
         Command::Resize { files, out } => {
             let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());

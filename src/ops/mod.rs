@@ -1,20 +1,19 @@
 //! Operator tools: `resizeq dlq stats|peek|replay|purge` and `resizeq backfill`.
 //!
-//! - [`dlq`]: the dead-letter queue commands, over the [`dlq::DeadLetterQueue`] port so that
-//!   the move logic (filters, limits, send-before-delete) is unit-tested in memory;
-//!   [`sqs_dlq`] is that port on SQS.
-//! - [`backfill`]: lists a bucket prefix page by page and enqueues synthetic S3 events, or
+//! - [`dlq`]: the dead-letter queue commands, over the
+//!   [`DeadLetterQueue`](crate::ports::DeadLetterQueue) port so that the move logic (filters,
+//!   limits, send-before-delete) is unit-tested in memory.
+//! - [`backfill`]: lists a bucket prefix page by page through the [`Store`](crate::ports::Store)
+//!   port and enqueues synthetic S3 events ([`Enqueue`](crate::ports::Enqueue)), or
 //!   (`--direct`) runs the worker's own job handler on them in-process.
 //!
-//! Both use the worker's config and credentials ([`crate::config::Config`],
-//! [`crate::adapters::aws`]). Results go to stdout (a summary line of `name=value` fields at the
-//! end), progress bars and notes to stderr; progress bars only when stderr is a terminal.
+//! Both use the worker's config and credentials; only their `run` functions pick the adapters
+//! (SQS and S3). Results go to stdout (a summary line of `name=value` fields at the end),
+//! progress bars and notes to stderr; progress bars only when stderr is a terminal. `replay`
+//! and `backfill` stop cleanly on SIGTERM or Ctrl-C ([`crate::signals`]).
 
 pub mod backfill;
 pub mod dlq;
-#[cfg(test)]
-mod memory_dlq;
-pub mod sqs_dlq;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -25,6 +24,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::signals;
 
 pub use backfill::BackfillArgs;
 pub use dlq::DlqAction;
@@ -42,14 +42,8 @@ pub fn main_backfill(config: &Config, args: BackfillArgs) -> ExitCode {
 /// Exit codes: 0 done, 1 failed (the error on stderr), 2 refused (a usage error such as
 /// `purge` without `--yes`).
 fn block_on(command: impl std::future::Future<Output = Result<ExitCode>>) -> ExitCode {
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(command) {
+    let outcome = signals::runtime().and_then(|runtime| runtime.block_on(command));
+    match outcome {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", e.message());
@@ -123,6 +117,17 @@ pub fn parse_since(text: &str) -> Result<SystemTime> {
              2024-05-01T12:00:00Z"
         ))
     })
+}
+
+/// How long ago `t` was (zero for a time in the future).
+pub fn age(t: SystemTime) -> Duration {
+    SystemTime::now().duration_since(t).unwrap_or_default()
+}
+
+/// A token cancelled on the first SIGTERM or Ctrl-C, for a command that then finishes the
+/// batch in hand and reports (a second signal exits at once).
+pub fn cancel_on_signals() -> Result<tokio_util::sync::CancellationToken> {
+    signals::cancel_on_signals("finishing the batch in hand, then reporting")
 }
 
 /// A duration as an operator reads it: `3h 12m`, `45s` (whole seconds, two units at most).

@@ -17,12 +17,10 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::ports::Message;
+use crate::ports::{Message, AWS_TRACE_HEADER};
 
-/// The message attribute carrying a W3C trace context, and the SQS system attribute with an
-/// X-Ray one.
+/// The message attribute carrying a W3C trace context (the X-Ray one: [`AWS_TRACE_HEADER`]).
 pub const TRACEPARENT: &str = "traceparent";
-use crate::adapters::sqs::AWS_TRACE_HEADER;
 
 /// Flushes and stops the trace exporter when dropped (at the very end of `main`).
 #[must_use = "dropping it stops the trace exporter"]

@@ -14,7 +14,9 @@ use aws_sdk_sqs::types::{
 };
 use resizeq::adapters::sqs::{SqsQueue, AWS_TRACE_HEADER, MAX_REASON_BYTES};
 use resizeq::event::{self, Parsed};
-use resizeq::ports::{DeadLetter, ETag, GetOutcome, Message, PutObject, Queue, QueueDepth, Store};
+use resizeq::ports::{
+    DeadLetter, ETag, GetOutcome, Message, PutObject, Queue, QueueDepth, Store, MAX_BATCH,
+};
 use resizeq::ErrorKind;
 
 use common::TestAws;
@@ -53,7 +55,7 @@ async fn receive_n(queue: &SqsQueue, n: usize) -> Vec<Message> {
     while got.len() < n && std::time::Instant::now() < deadline {
         got.extend(
             queue
-                .receive((n - got.len()).min(10), SECOND, None)
+                .receive((n - got.len()).min(MAX_BATCH), SECOND, None)
                 .await
                 .expect("receive"),
         );

@@ -259,3 +259,57 @@ async fn backfill_resumes_after_a_key_filters_by_date_and_fails_clearly() {
         "{stderr}"
     );
 }
+
+/// The ports backfill runs over, on moto: S3 listing page by page (continuation tokens, a
+/// start key, a prefix) and a batch sent to SQS.
+#[tokio::test]
+async fn the_s3_listing_pages_and_the_sqs_batch_send_backfill_uses() {
+    use resizeq::adapters::{s3::S3Store, sqs::SqsQueue};
+    use resizeq::ports::{Enqueue, ListQuery, Store};
+
+    let ctx = context!("the_s3_listing_pages_and_the_sqs_batch_send_backfill_uses");
+    let w = world(ctx, "bfp").await;
+    let keys = w.upload_copies("p/img-", &fixture("tiny.jpg"), 5).await;
+    w.upload_copies("q/img-", &fixture("tiny.jpg"), 1).await;
+    let store = S3Store::new(w.aws.s3.clone());
+
+    let mut listed = Vec::new();
+    let mut continuation = None;
+    let mut pages = 0;
+    loop {
+        let query = ListQuery {
+            prefix: Some("p/"),
+            start_after: Some("p/img-000.jpg"),
+            continuation: continuation.as_deref(),
+            max_keys: 2,
+        };
+        let page = store.list(&w.source, query).await.unwrap();
+        pages += 1;
+        assert!(page.objects.len() <= 2);
+        for object in page.objects {
+            assert_eq!(object.size, Some(fixture("tiny.jpg").len() as u64));
+            assert!(object.etag.as_deref().is_some_and(|e| !e.contains('"')));
+            assert!(object.last_modified.is_some());
+            listed.push(object.key);
+        }
+        match page.next {
+            Some(next) => continuation = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(listed, keys[1..]);
+    assert_eq!(pages, 2);
+
+    let queue = SqsQueue::new(w.aws.sqs.clone(), w.queue.clone(), None);
+    let bodies: Vec<String> = (0..3).map(|i| format!("body-{i}")).collect();
+    let sent = queue.send_batch(&bodies).await.unwrap();
+    assert!(sent.iter().all(Result::is_ok), "{sent:?}");
+    let mut received: Vec<String> = w
+        .receive_all(&w.queue, true)
+        .await
+        .into_iter()
+        .map(|m| m.body)
+        .collect();
+    received.sort();
+    assert_eq!(received, bodies);
+}

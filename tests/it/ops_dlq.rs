@@ -243,18 +243,8 @@ async fn a_replay_killed_halfway_loses_no_message() {
         .spawn()
         .expect("spawn resizeq dlq replay");
     // Kill it once a good part, but not all, has moved.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let (visible, _, _) = w.depth_of(&w.queue).await;
-        if visible >= 12 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the replay moved only {visible} messages in 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    w.wait_for_visible(&w.queue, 12, Duration::from_secs(60))
+        .await;
     child.start_kill().expect("SIGKILL");
     let status = child.wait().await.expect("wait");
     assert!(!status.success(), "killed, not finished: {status}");
@@ -289,6 +279,41 @@ async fn a_replay_killed_halfway_loses_no_message() {
         in_source.len(),
         in_dlq.len()
     );
+}
+
+#[tokio::test]
+async fn a_replay_stopped_by_sigterm_finishes_the_message_in_hand_and_reports() {
+    let ctx = context!("a_replay_stopped_by_sigterm_finishes_the_message_in_hand_and_reports");
+    let w = world(ctx, "dlqt").await;
+    const N: usize = 40;
+    for i in 0..N {
+        w.dead_letter(&format!("m-{i:02}"), "corrupt").await;
+    }
+    let child = w
+        .command(&["dlq", "replay", "--rate", "10"], &[])
+        .spawn()
+        .expect("spawn resizeq dlq replay");
+    w.wait_for_visible(&w.queue, 5, Duration::from_secs(60))
+        .await;
+    let pid = child.id().expect("running") as libc::pid_t;
+    // SAFETY: kill(2) on the child we spawned, which has not been waited for yet.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let output = child.wait_with_output().await.expect("wait");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "interrupted: {stdout}");
+    assert!(stdout.contains("interrupted=true"), "{stdout}");
+
+    // A clean stop: what it held is visible again at once, nothing is in both queues.
+    let in_source = w.receive_all(&w.queue, true).await;
+    let in_dlq = w.receive_all(&w.dlq, true).await;
+    assert!(in_source.len() < N, "stopped before the end");
+    assert_eq!(in_source.len() + in_dlq.len(), N, "{stdout}");
+    let moved: usize = stdout
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("moved="))
+        .and_then(|n| n.parse().ok())
+        .expect("moved= in the summary");
+    assert_eq!(moved, in_source.len(), "{stdout}");
 }
 
 #[tokio::test]

@@ -237,6 +237,23 @@ impl World {
         self.aws.depth_of(url).await
     }
 
+    /// Waits until `url` has at least `count` visible messages (a command under way has moved
+    /// that many); panics after `timeout`.
+    pub async fn wait_for_visible(&self, url: &str, count: u64, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let (visible, _, _) = self.depth_of(url).await;
+            if visible >= count {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{url}: only {visible} visible after {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits until nothing in `url` is in flight (leases ended); panics after `timeout`.
     pub async fn settle(&self, url: &str, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -264,7 +281,7 @@ impl World {
                 .sqs
                 .receive_message()
                 .queue_url(url)
-                .max_number_of_messages(10)
+                .max_number_of_messages(resizeq::ports::MAX_BATCH as i32)
                 .visibility_timeout(60)
                 .message_attribute_names("All")
                 .wait_time_seconds(1)
@@ -292,7 +309,7 @@ impl World {
                 receipts.push(m.receipt_handle().unwrap().to_string());
             }
         }
-        for chunk in receipts.chunks(10) {
+        for chunk in receipts.chunks(resizeq::ports::MAX_BATCH) {
             if delete {
                 for receipt in chunk {
                     self.aws

@@ -6,18 +6,19 @@ use std::time::Duration;
 use aws_sdk_sqs::error::ProvideErrorMetadata;
 use aws_sdk_sqs::primitives::Blob;
 use aws_sdk_sqs::types::{
-    ChangeMessageVisibilityBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
-    QueueAttributeName,
+    ChangeMessageVisibilityBatchRequestEntry, MessageAttributeValue, QueueAttributeName,
 };
 use aws_sdk_sqs::Client;
 use tokio::sync::OnceCell;
 
-use super::dlq::{AttributeValue, DeadLetterQueue, DlqMessage, MoveTaskStatus};
-use crate::adapters::aws::{classify, RawStatus};
+use crate::adapters::aws::{self, classify, RawStatus};
 use crate::adapters::sqs;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
-use crate::ports::QueueDepth;
+use crate::ports::{
+    AttributeValue, DeadLetterQueue, DlqMessage, MoveTaskStatus, QueueDepth, MAX_BATCH,
+    MAX_VISIBILITY_SECS,
+};
 
 /// A long poll, short as they go: SQS then asks all its servers, so an empty answer means the
 /// queue has no visible message (a short poll samples a few servers only).
@@ -36,6 +37,14 @@ impl SqsDeadLetterQueue {
             url: url.into(),
             arn: OnceCell::new(),
         }
+    }
+
+    /// The dead-letter queue of `config` (see [`resolve_dlq_url`]), with its credentials.
+    pub async fn from_config(config: &Config, flag: Option<&str>) -> Result<SqsDeadLetterQueue> {
+        let sdk = aws::sdk_config(&config.aws).await;
+        let client = aws::sqs_client(&sdk);
+        let url = resolve_dlq_url(&client, config, flag).await?;
+        Ok(SqsDeadLetterQueue::new(client, url))
     }
 
     async fn attributes(
@@ -107,16 +116,9 @@ impl DeadLetterQueue for SqsDeadLetterQueue {
     }
 
     async fn receive(&self, max: usize, lease: Duration) -> Result<Vec<DlqMessage>> {
-        let out = self
-            .client
-            .receive_message()
-            .queue_url(&self.url)
-            .max_number_of_messages(max.clamp(1, 10) as i32)
+        let out = sqs::receive_request(&self.client, &self.url, max)
             .wait_time_seconds(RECEIVE_WAIT_SECS)
-            .visibility_timeout(lease.as_secs().clamp(1, 43_200) as i32)
-            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
-            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
-            .message_attribute_names("All")
+            .visibility_timeout(lease.as_secs().clamp(1, MAX_VISIBILITY_SECS) as i32)
             .send()
             .await
             .map_err(|e| classify("sqs ReceiveMessage (dead-letter queue)", e))?;
@@ -124,7 +126,7 @@ impl DeadLetterQueue for SqsDeadLetterQueue {
     }
 
     async fn release(&self, messages: &[DlqMessage]) -> Result<()> {
-        for chunk in messages.chunks(10) {
+        for chunk in messages.chunks(MAX_BATCH) {
             let entries = chunk
                 .iter()
                 .enumerate()
