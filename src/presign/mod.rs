@@ -5,7 +5,8 @@
 //! - [`config`]: the `presign` section (+ shared `aws`) of the common config file.
 //! - [`auth`]: bearer JWTs (HS256, or RS256/ES256 from a JWKS) and hashed API keys.
 //! - [`policy`]: SigV4 POST policy signing (the SDK has none), pure and known-answer tested.
-//! - [`s3`]: presigned PUT (SDK) and POST (policy) with the SDK's credentials.
+//! - [`s3`]: presigned PUT and POST (policy) through the [`s3::UploadSigner`] port (its SDK
+//!   implementation is `crate::adapters::presign_s3`: no SDK type is named here).
 //! - [`server`]: the axum routes, rate limiting, CORS, body limit; [`metrics`]: the catalogue.
 //!
 //! Builds without the image codecs: nothing here touches `crate::pipeline`.
@@ -21,19 +22,17 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_config::SdkConfig;
-
 use crate::error::{Error, ErrorKind, Result};
 use config::SidecarConfig;
 
 /// How often idle per-caller rate-limit state and stale histogram data are dropped.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(60);
 
-/// The router for `config`, signing with `sdk`'s credentials and region, plus a housekeeping
-/// task (rate-limiter memory, metrics upkeep) that ends with the runtime.
-pub fn build(config: &SidecarConfig, sdk: &SdkConfig) -> Result<axum::Router> {
+/// The router for `config`, signing through `signer`, plus a housekeeping task (rate-limiter
+/// memory, metrics upkeep) that ends with the runtime.
+pub fn build(config: &SidecarConfig, signer: Arc<dyn s3::UploadSigner>) -> Result<axum::Router> {
     let auth = auth::Authenticator::new(&config.presign.auth)?;
-    let presigner = s3::S3Presigner::new(sdk, &config.aws, config.bucket())?;
+    let presigner = s3::S3Presigner::new(signer, config.bucket());
     let handle = metrics::install_recorder();
     let state = server::AppState::new(config.presign.clone(), auth, presigner, handle);
     let weak = Arc::downgrade(&state);

@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::StatusCode;
+use resizeq::adapters::presign_s3::SdkUploadSigner;
 use resizeq::presign::{self, config::SidecarConfig};
 use serde_json::{json, Value};
 use strict_s3::StrictS3;
@@ -55,7 +56,8 @@ impl Sidecar {
         let path = dir.path().join("resizeq.toml");
         std::fs::write(&path, text).unwrap();
         let config = SidecarConfig::load_from(Some(&path), Vec::new()).unwrap();
-        let router = presign::build(&config, &s3.sdk).unwrap();
+        let signer = SdkUploadSigner::shared(&s3.sdk, &config.aws).unwrap();
+        let router = presign::build(&config, signer).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
