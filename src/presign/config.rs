@@ -249,12 +249,14 @@ impl Default for ClientLimitConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    /// A request's head (request line and headers) must arrive within this long of the
-    /// connection opening or of the previous response.
+    /// A request's head (request line and headers) must be complete within this long of the
+    /// connection opening, or of its first byte on a kept-alive connection.
     pub header_read_timeout_secs: u64,
     /// A request (reading its body included) is answered 408 after this long.
     pub request_timeout_secs: u64,
-    /// A connection with no request in progress that sends nothing for this long is closed.
+    /// A connection that sends nothing for this long after a response is closed. Behind a
+    /// load balancer, keep it above the balancer's idle time-out (ALB: 60 s), or it may send
+    /// a request on a connection closed under it.
     pub keep_alive_timeout_secs: u64,
     /// Connections served at once; more wait in the listen backlog.
     pub max_connections: u32,
@@ -265,7 +267,7 @@ impl Default for ServerConfig {
         ServerConfig {
             header_read_timeout_secs: 10,
             request_timeout_secs: 30,
-            keep_alive_timeout_secs: 30,
+            keep_alive_timeout_secs: 75,
             max_connections: 1024,
         }
     }

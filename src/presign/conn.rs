@@ -2,10 +2,12 @@
 //! no connection cap, so idle or trickling clients could hold every file descriptor. Here:
 //! - at most `max_connections` connections at once (the rest wait in the listen backlog, and
 //!   an accept error such as EMFILE backs off instead of spinning);
-//! - hyper's header-read time-out (its clock runs from the connection opening, and again
-//!   whenever a connection falls idle after a response);
+//! - a header-read time-out: a request's head must be complete within that long of the
+//!   connection opening or of the first byte after the previous response;
 //! - a keep-alive time-out: a connection with no request in progress that sends nothing for
-//!   that long is closed;
+//!   that long after a response is closed. Separate from the above (hyper's own header timer
+//!   also runs while a connection waits for its next request, which would cut keep-alive
+//!   connections a load balancer expects to reuse), so both are kept here, per connection;
 //! - the peer address as [`ConnectInfo`] on every request (the server's layers derive the
 //!   client address from it).
 //!
@@ -24,7 +26,7 @@ use axum::extract::ConnectInfo;
 use axum::http::Request;
 use axum::Router;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -40,8 +42,8 @@ use crate::error::Result;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Pause after a failed accept (EMFILE, ENFILE…): retrying at once would spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
-/// How often a connection with a request in progress re-checks its idle clock.
-const IDLE_RECHECK: Duration = Duration::from_millis(500);
+/// How often a connection's watchdog looks at its clocks at most.
+const RECHECK: Duration = Duration::from_millis(250);
 
 pub async fn serve(
     listener: TcpListener,
@@ -50,12 +52,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let slots = Arc::new(Semaphore::new(server.max_connections as usize));
-    let keep_alive = Duration::from_secs(server.keep_alive_timeout_secs);
+    let limits = Limits {
+        header_read: Duration::from_secs(server.header_read_timeout_secs),
+        keep_alive: Duration::from_secs(server.keep_alive_timeout_secs),
+    };
+    // hyper's own header-read clock is off (it would need a timer): ours is in `Activity`.
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(server.header_read_timeout_secs));
+    builder.http1().header_read_timeout(None);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -97,7 +100,7 @@ pub async fn serve(
             tokio::select! {
                 _ = connection => {}
                 // Dropping the connection closes the socket.
-                () = activity.idle_for(keep_alive) => {}
+                () = activity.expired(limits) => {}
             }
         });
     }
@@ -111,12 +114,24 @@ pub async fn serve(
     Ok(())
 }
 
-/// When a connection last received bytes or finished a request, and how many requests it has
-/// in progress.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    header_read: Duration,
+    keep_alive: Duration,
+}
+
+/// `head_started_ms` when no request head is being received.
+const NO_HEAD: u64 = u64::MAX;
+
+/// A connection's clocks: when it last received bytes or finished a request, when the head
+/// of its next request started to arrive, and how many requests it has in progress.
 struct Activity {
     opened: Instant,
     /// Milliseconds after `opened`.
     last_active_ms: AtomicU64,
+    /// Milliseconds after `opened`, or [`NO_HEAD`]. A new connection is receiving a head
+    /// from the start.
+    head_started_ms: AtomicU64,
     in_progress: AtomicUsize,
 }
 
@@ -125,34 +140,63 @@ impl Activity {
         Activity {
             opened: Instant::now(),
             last_active_ms: AtomicU64::new(0),
+            head_started_ms: AtomicU64::new(0),
             in_progress: AtomicUsize::new(0),
         }
     }
 
-    fn touch(&self) {
-        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_active_ms.fetch_max(ms, Ordering::Relaxed);
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(NO_HEAD - 1)
     }
 
+    fn at(&self, ms: u64) -> Instant {
+        self.opened + Duration::from_millis(ms)
+    }
+
+    /// Bytes arrived: activity, and the start of a head if the connection was idle.
+    fn received(&self) {
+        let now = self.now_ms();
+        self.last_active_ms.fetch_max(now, Ordering::Relaxed);
+        if self.in_progress.load(Ordering::Relaxed) == 0 {
+            let _ = self.head_started_ms.compare_exchange(
+                NO_HEAD,
+                now,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// hyper has parsed a head and calls the service.
     fn begin(self: &Arc<Self>) -> InProgress {
         self.in_progress.fetch_add(1, Ordering::Relaxed);
+        self.head_started_ms.store(NO_HEAD, Ordering::Relaxed);
         InProgress(self.clone())
     }
 
-    /// Completes once the connection has had no request in progress and received nothing
-    /// for `limit`.
-    async fn idle_for(&self, limit: Duration) {
+    /// Completes when the connection should be closed: a head not complete within
+    /// `header_read` of its start, or nothing received for `keep_alive` with no request in
+    /// progress. A request in progress is bounded by the router's own time-out.
+    async fn expired(&self, limits: Limits) {
         loop {
-            let last =
-                self.opened + Duration::from_millis(self.last_active_ms.load(Ordering::Relaxed));
-            let deadline = last + limit;
-            if Instant::now() < deadline {
-                tokio::time::sleep_until(deadline.into()).await;
-            } else if self.in_progress.load(Ordering::Relaxed) > 0 {
-                // The request's own time-out bounds this; its end touches the clock.
-                tokio::time::sleep(IDLE_RECHECK.min(limit)).await;
+            let now = Instant::now();
+            let deadline = if self.in_progress.load(Ordering::Relaxed) > 0 {
+                None
             } else {
-                return;
+                match self.head_started_ms.load(Ordering::Relaxed) {
+                    NO_HEAD => Some(
+                        self.at(self.last_active_ms.load(Ordering::Relaxed)) + limits.keep_alive,
+                    ),
+                    started => Some(self.at(started) + limits.header_read),
+                }
+            };
+            match deadline {
+                Some(deadline) if now >= deadline => return,
+                // Clocks move while this sleeps: look again at least every RECHECK.
+                Some(deadline) => {
+                    tokio::time::sleep_until(deadline.min(now + RECHECK).into()).await
+                }
+                None => tokio::time::sleep(RECHECK).await,
             }
         }
     }
@@ -163,7 +207,8 @@ struct InProgress(Arc<Activity>);
 
 impl Drop for InProgress {
     fn drop(&mut self) {
-        self.0.touch();
+        let now = self.0.now_ms();
+        self.0.last_active_ms.fetch_max(now, Ordering::Relaxed);
         self.0.in_progress.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -183,7 +228,7 @@ impl AsyncRead for Tracked {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.activity.touch();
+            self.activity.received();
         }
         polled
     }
