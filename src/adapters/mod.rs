@@ -7,11 +7,14 @@
 //! - [`s3`]: [`s3::S3Store`], the `Store` on S3; [`fs`]: the `Store` on a local folder.
 //! - [`memory`], [`memory_dlq`]: in-memory queue, store and dead-letter queue with switches
 //!   to inject faults, for unit tests.
+//! - [`presign_s3`]: [`presign_s3::SdkUploadSigner`], the presign sidecar's `UploadSigner` on
+//!   the SDK (presigned PUTs, credentials for POST policies).
 
 pub mod aws;
 pub mod fs;
 pub mod memory;
 pub mod memory_dlq;
+pub mod presign_s3;
 pub mod s3;
 pub mod sqs;
 pub mod sqs_dlq;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use resizeq::adapters::aws;
+use resizeq::adapters::presign_s3::SdkUploadSigner;
 use resizeq::presign::{self, config::SidecarConfig};
 
 #[derive(Parser)]
@@ -57,7 +58,7 @@ fn main() -> ExitCode {
 
 async fn run(config: SidecarConfig) -> resizeq::Result<()> {
     let sdk = aws::sdk_config(&config.aws).await;
-    let router = presign::build(&config, &sdk)?;
+    let router = presign::build(&config, SdkUploadSigner::shared(&sdk, &config.aws)?)?;
     let listener = tokio::net::TcpListener::bind(&config.presign.listen)
         .await
         .map_err(|e| {

@@ -6,30 +6,31 @@
 //! never the token.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use jsonwebtoken::jwk::JwkSet;
+use base64::Engine as _;
+use jsonwebtoken::jwk::{Jwk, JwkSet, KeyOperations, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use tokio::sync::RwLock;
 
 use super::config::{AuthConfig, JwtConfig};
 use crate::error::{Error, Result};
 
 /// A caller's identity as it appears in keys and metadata is at most this long.
 const MAX_IDENTITY_LEN: usize = 128;
-/// An unknown `kid` refetches the JWKS URL at most this often (key rotation, without letting
-/// garbage tokens turn the sidecar into a request amplifier against the identity provider).
-const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(60);
 const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// API-key callers are `key~{name}`: `~` is never in an escaped JWT subject
+/// ([`key_safe_identity`]), so no token can write under an API key's prefix or spend its
+/// rate limit, and the other way round.
+const API_KEY_CALLER_PREFIX: &str = "key~";
 
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
-    /// The JWT `sub` or the API key's name, made safe for a key segment and a metadata
-    /// header by [`key_safe_identity`].
+    /// The JWT `sub`, or `key~` and the API key's name, made safe for a key segment and a
+    /// metadata header by [`key_safe_identity`].
     pub id: String,
 }
 
@@ -45,16 +46,79 @@ pub enum AuthError {
 enum KeySource {
     None,
     File(JwkSet),
-    Url {
-        url: String,
-        http: reqwest::Client,
-        cache: RwLock<JwksCache>,
-    },
+    Url(Arc<JwksUrl>),
 }
 
-struct JwksCache {
-    keys: Option<JwkSet>,
-    fetched_at: Option<Instant>,
+/// A JWKS fetched by URL. Requests read `keys` (a short synchronous lock, never held across
+/// a fetch); fetches are serialised by `fetch` and spaced by `min_refetch`, so a slow or
+/// failing identity provider delays only the requests whose `kid` is unknown, and traffic
+/// (unknown kids, `/readyz`) cannot make the sidecar fetch more than once per interval.
+struct JwksUrl {
+    url: String,
+    http: reqwest::Client,
+    keys: std::sync::RwLock<Option<Arc<JwkSet>>>,
+    fetch: tokio::sync::Mutex<FetchState>,
+    min_refetch: Duration,
+    refresh: Duration,
+}
+
+#[derive(Default)]
+struct FetchState {
+    last_attempt: Option<Instant>,
+    last_ok: bool,
+}
+
+impl JwksUrl {
+    fn keys(&self) -> Option<Arc<JwkSet>> {
+        self.keys.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Fetches the URL unless a fetch started within `not_within` (then returns at once, or
+    /// after the fetch in progress). Failures keep the old keys. Returns whether the last
+    /// fetch succeeded.
+    async fn refetch(&self, not_within: Duration) -> bool {
+        let mut state = self.fetch.lock().await;
+        if state.last_attempt.is_some_and(|t| t.elapsed() < not_within) {
+            return state.last_ok;
+        }
+        state.last_attempt = Some(Instant::now());
+        let fetched = async {
+            self.http
+                .get(&self.url)
+                .send()
+                .await?
+                .error_for_status()?
+                .json::<JwkSet>()
+                .await
+        }
+        .await;
+        state.last_ok = match fetched {
+            Ok(set) => {
+                tracing::info!(keys = set.keys.len(), "fetched JWKS");
+                *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(set));
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e.without_url(), "cannot fetch the JWKS URL");
+                false
+            }
+        };
+        state.last_ok
+    }
+
+    /// Fetches at start, then every `refresh` (every `min_refetch` while failing), until the
+    /// authenticator is dropped.
+    fn spawn_refresher(jwks: Weak<JwksUrl>) {
+        tokio::spawn(async move {
+            loop {
+                let Some(this) = jwks.upgrade() else { break };
+                let ok = this.refetch(this.min_refetch).await;
+                let wait = if ok { this.refresh } else { this.min_refetch };
+                drop(this);
+                tokio::time::sleep(wait).await;
+            }
+        });
+    }
 }
 
 pub struct Authenticator {
@@ -69,6 +133,8 @@ pub struct Authenticator {
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: Option<String>,
+    iat: Option<u64>,
+    exp: Option<u64>,
     /// OAuth 2 style: space-separated.
     scope: Option<String>,
     /// Azure AD / Okta style: a string or a list.
@@ -95,9 +161,9 @@ impl Claims {
 }
 
 impl Authenticator {
-    /// Reads a JWKS file, if configured; a JWKS URL is fetched on first use (and by
-    /// [`Authenticator::ready`]), so a slow identity provider does not stop the sidecar from
-    /// starting.
+    /// Reads a JWKS file, if configured; a JWKS URL is fetched by a background task (started
+    /// here, so this needs a tokio runtime), so a slow identity provider does not stop the
+    /// sidecar from starting.
     pub fn new(config: &AuthConfig) -> Result<Arc<Authenticator>> {
         let jwt = config.jwt.clone();
         let keys = if let Some(path) = &jwt.jwks_file {
@@ -117,14 +183,16 @@ impl Authenticator {
                 .timeout(JWKS_FETCH_TIMEOUT)
                 .build()
                 .map_err(|e| Error::config(format!("presign.auth.jwt.jwks_url: {e}")))?;
-            KeySource::Url {
+            let jwks = Arc::new(JwksUrl {
                 url: url.clone(),
                 http,
-                cache: RwLock::new(JwksCache {
-                    keys: None,
-                    fetched_at: None,
-                }),
-            }
+                keys: std::sync::RwLock::new(None),
+                fetch: tokio::sync::Mutex::new(FetchState::default()),
+                min_refetch: Duration::from_secs(jwt.jwks_min_refetch_secs),
+                refresh: Duration::from_secs(jwt.jwks_refresh_secs),
+            });
+            JwksUrl::spawn_refresher(Arc::downgrade(&jwks));
+            KeySource::Url(jwks)
         } else {
             KeySource::None
         };
@@ -155,18 +223,13 @@ impl Authenticator {
         }))
     }
 
-    /// Whether every configured key source is usable (a JWKS URL has been fetched).
-    pub async fn ready(&self) -> std::result::Result<(), String> {
-        if let KeySource::Url { cache, .. } = &self.keys {
-            if cache.read().await.keys.is_some() {
-                return Ok(());
-            }
-            self.refetch_jwks(true).await;
-            if cache.read().await.keys.is_none() {
-                return Err("JWKS URL not fetched yet".into());
-            }
+    /// Whether every configured key source is usable: a JWKS URL has been fetched at least
+    /// once (the background task's outcome; this never fetches).
+    pub fn ready(&self) -> bool {
+        match &self.keys {
+            KeySource::Url(jwks) => jwks.keys().is_some(),
+            _ => true,
         }
-        Ok(())
     }
 
     /// The caller behind an `Authorization` header value.
@@ -200,14 +263,20 @@ impl Authenticator {
         if !scopes.contains(&self.required_scope) {
             return Err(AuthError::Forbidden);
         }
+        let name = key_safe_identity(name).ok_or(AuthError::Unauthenticated("bad identity"))?;
         Ok(Caller {
-            id: key_safe_identity(name).ok_or(AuthError::Unauthenticated("bad identity"))?,
+            id: format!("{API_KEY_CALLER_PREFIX}{name}"),
         })
     }
 
     async fn authenticate_jwt(&self, token: &str) -> std::result::Result<Caller, AuthError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| AuthError::Unauthenticated("malformed token"))?;
+        // RFC 7515 §4.1.11: a `crit` extension we do not implement must be refused, and we
+        // implement none (jsonwebtoken ignores the parameter).
+        if has_crit(token) {
+            return Err(AuthError::Unauthenticated("unsupported critical header"));
+        }
         // The algorithm decides the key source, and each source accepts only its own
         // algorithms: an RS256 public key can never be used as an HS256 secret.
         let key = match header.alg {
@@ -215,7 +284,9 @@ impl Authenticator {
                 .hs256
                 .clone()
                 .ok_or(AuthError::Unauthenticated("HS256 tokens are not accepted"))?,
-            Algorithm::RS256 | Algorithm::ES256 => self.public_key(header.kid.as_deref()).await?,
+            Algorithm::RS256 | Algorithm::ES256 => {
+                self.public_key(header.kid.as_deref(), header.alg).await?
+            }
             _ => return Err(AuthError::Unauthenticated("unsupported token algorithm")),
         };
         let mut validation = Validation::new(header.alg);
@@ -245,6 +316,16 @@ impl Authenticator {
                 _ => "invalid token",
             })
         })?;
+        if let Some(max) = self.jwt.max_token_lifetime_secs {
+            let (Some(iat), Some(exp)) = (data.claims.iat, data.claims.exp) else {
+                return Err(AuthError::Unauthenticated("missing claim"));
+            };
+            // `exp` far ahead of now catches an `iat` set in the future to look short-lived.
+            let latest = jsonwebtoken::get_current_timestamp() + max + self.jwt.leeway_secs;
+            if exp.saturating_sub(iat) > max || exp > latest {
+                return Err(AuthError::Unauthenticated("token lifetime too long"));
+            }
+        }
         if !data.claims.has_scope(&self.required_scope) {
             return Err(AuthError::Forbidden);
         }
@@ -254,68 +335,70 @@ impl Authenticator {
         })
     }
 
-    async fn public_key(&self, kid: Option<&str>) -> std::result::Result<DecodingKey, AuthError> {
-        let find = |set: &JwkSet| -> Option<DecodingKey> {
-            let jwk = match kid {
-                Some(kid) => set.find(kid)?,
-                // Without a kid, only an unambiguous set will do.
-                None if set.keys.len() == 1 => &set.keys[0],
-                None => return None,
-            };
-            DecodingKey::from_jwk(jwk).ok()
-        };
+    async fn public_key(
+        &self,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> std::result::Result<DecodingKey, AuthError> {
         match &self.keys {
             KeySource::None => Err(AuthError::Unauthenticated(
                 "RS256/ES256 tokens are not accepted",
             )),
-            KeySource::File(set) => find(set).ok_or(AuthError::Unauthenticated("unknown key")),
-            KeySource::Url { cache, .. } => {
-                if let Some(key) = cache.read().await.keys.as_ref().and_then(find) {
+            KeySource::File(set) => {
+                find_key(set, kid, alg).ok_or(AuthError::Unauthenticated("unknown key"))
+            }
+            KeySource::Url(jwks) => {
+                if let Some(key) = jwks.keys().and_then(|set| find_key(&set, kid, alg)) {
                     return Ok(key);
                 }
-                self.refetch_jwks(false).await;
-                cache
-                    .read()
-                    .await
-                    .keys
-                    .as_ref()
-                    .and_then(find)
+                // A rotation: fetch again, at most once per interval whatever the traffic.
+                jwks.refetch(jwks.min_refetch).await;
+                jwks.keys()
+                    .and_then(|set| find_key(&set, kid, alg))
                     .ok_or(AuthError::Unauthenticated("unknown key"))
             }
         }
     }
+}
 
-    /// Fetches the JWKS URL again unless it was fetched within [`JWKS_REFETCH_INTERVAL`]
-    /// (`force`: only if never fetched successfully). Failures keep the old keys.
-    async fn refetch_jwks(&self, force: bool) {
-        let KeySource::Url { url, http, cache } = &self.keys else {
-            return;
-        };
-        let mut cache = cache.write().await;
-        let recent = cache
-            .fetched_at
-            .is_some_and(|t| t.elapsed() < JWKS_REFETCH_INTERVAL);
-        if recent && !(force && cache.keys.is_none()) {
-            return;
-        }
-        cache.fetched_at = Some(Instant::now());
-        let fetched = async {
-            http.get(url)
-                .send()
-                .await?
-                .error_for_status()?
-                .json::<JwkSet>()
-                .await
-        }
-        .await;
-        match fetched {
-            Ok(set) => {
-                tracing::info!(keys = set.keys.len(), "fetched JWKS");
-                cache.keys = Some(set);
-            }
-            Err(e) => tracing::warn!(error = %e.without_url(), "cannot fetch the JWKS URL"),
-        }
-    }
+/// The key for `kid` (without one, only an unambiguous set will do), if that JWK may verify
+/// `alg` signatures: its own `alg`, `use` and `key_ops` are honoured when present.
+fn find_key(set: &JwkSet, kid: Option<&str>, alg: Algorithm) -> Option<DecodingKey> {
+    let jwk = match kid {
+        Some(kid) => set
+            .keys
+            .iter()
+            .find(|k| k.common.key_id.as_deref() == Some(kid) && jwk_allows(k, alg))?,
+        None if set.keys.len() == 1 && jwk_allows(&set.keys[0], alg) => &set.keys[0],
+        None => return None,
+    };
+    DecodingKey::from_jwk(jwk).ok()
+}
+
+fn jwk_allows(jwk: &Jwk, alg: Algorithm) -> bool {
+    let common = &jwk.common;
+    // Both enums print their RFC 7518 names.
+    let alg_ok = common
+        .key_algorithm
+        .is_none_or(|a| format!("{a:?}") == format!("{alg:?}"));
+    let use_ok = matches!(common.public_key_use, None | Some(PublicKeyUse::Signature));
+    let ops_ok = common
+        .key_operations
+        .as_ref()
+        .is_none_or(|ops| ops.contains(&KeyOperations::Verify));
+    alg_ok && use_ok && ops_ok
+}
+
+/// Whether the token's JOSE header has a `crit` parameter.
+fn has_crit(token: &str) -> bool {
+    let Some(encoded) = token.split('.').next() else {
+        return false;
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(encoded.trim_end_matches('='))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .is_some_and(|h| h.get("crit").is_some())
 }
 
 /// A caller identity that is safe as one key segment and as a metadata header value, or
@@ -422,7 +505,8 @@ mod tests {
     async fn api_keys_are_matched_by_hash_and_scoped() {
         let auth = hs256_auth();
         let caller = auth.authenticate(Some("Bearer k-upload")).await.unwrap();
-        assert_eq!(caller.id, "mobile-app");
+        // Its own namespace: a JWT with `sub: "mobile-app"` is another caller.
+        assert_eq!(caller.id, "key~mobile-app");
         assert_eq!(
             auth.authenticate(Some("Bearer k-read")).await,
             Err(AuthError::Forbidden)
@@ -459,6 +543,98 @@ mod tests {
                 "RS256/ES256 tokens are not accepted"
             ))
         );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_crit_header_is_refused() {
+        let auth = hs256_auth();
+        let claims = serde_json::json!({"sub": "u", "iss": "https://id.example",
+            "exp": now() + 60, "scope": "upload"});
+        // jsonwebtoken's Header has no `crit`: sign the header and payload by hand.
+        let b64 = |v: &serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        };
+        let signed = |header: serde_json::Value| {
+            let input = format!("{}.{}", b64(&header), b64(&claims));
+            let key = EncodingKey::from_secret(SECRET.as_bytes());
+            let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &key, Algorithm::HS256).unwrap();
+            format!("Bearer {input}.{sig}")
+        };
+        let plain = signed(serde_json::json!({"alg": "HS256", "typ": "JWT"}));
+        assert!(auth.authenticate(Some(&plain)).await.is_ok());
+        let crit = signed(serde_json::json!({"alg": "HS256", "typ": "JWT",
+            "crit": ["exp-ext"], "exp-ext": true}));
+        assert_eq!(
+            auth.authenticate(Some(&crit)).await,
+            Err(AuthError::Unauthenticated("unsupported critical header"))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_token_lifetime_over_the_cap_is_refused() {
+        let mut config = AuthConfig::default();
+        config.jwt.hs256_secret = Some(SECRET.into());
+        config.jwt.max_token_lifetime_secs = Some(3600);
+        let auth = Authenticator::new(&config).unwrap();
+        let check = |claims: serde_json::Value| {
+            let t = format!("Bearer {}", token(claims));
+            let auth = auth.clone();
+            async move { auth.authenticate(Some(&t)).await }
+        };
+        let n = now();
+        let hour = serde_json::json!({"sub": "u", "iat": n, "exp": n + 3600, "scope": "upload"});
+        assert!(check(hour).await.is_ok());
+        let year = serde_json::json!({"sub": "u", "iat": n, "exp": n + 365 * 86400,
+            "scope": "upload"});
+        assert_eq!(
+            check(year).await,
+            Err(AuthError::Unauthenticated("token lifetime too long"))
+        );
+        // An `iat` in the future does not make a long-lived token look short.
+        let future_iat = serde_json::json!({"sub": "u", "iat": n + 86400,
+            "exp": n + 86400 + 60, "scope": "upload"});
+        assert_eq!(
+            check(future_iat).await,
+            Err(AuthError::Unauthenticated("token lifetime too long"))
+        );
+        let no_iat = serde_json::json!({"sub": "u", "exp": n + 60, "scope": "upload"});
+        assert_eq!(
+            check(no_iat).await,
+            Err(AuthError::Unauthenticated("missing claim"))
+        );
+    }
+
+    #[test]
+    fn a_jwk_is_used_only_for_its_own_algorithm_and_use() {
+        let set = |extra: serde_json::Value| -> JwkSet {
+            let mut jwk = serde_json::json!({"kty": "EC", "crv": "P-256", "kid": "k",
+                "x": "_fcTWhrkFHu3h8oG8GhAkAFLL1B44Csj9LiyWr6swcE",
+                "y": "0EjIV6jB3L6CK_BKY0ALyjVirN6mAaF-vbwBVlCTyDk"});
+            jwk.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            serde_json::from_value(serde_json::json!({"keys": [jwk]})).unwrap()
+        };
+        let es = Algorithm::ES256;
+        assert!(find_key(&set(serde_json::json!({})), Some("k"), es).is_some());
+        assert!(find_key(
+            &set(serde_json::json!({"alg": "ES256", "use": "sig"})),
+            Some("k"),
+            es
+        )
+        .is_some());
+        assert!(find_key(&set(serde_json::json!({})), None, es).is_some());
+        assert!(find_key(&set(serde_json::json!({})), Some("other"), es).is_none());
+        for refused in [
+            serde_json::json!({"alg": "ES384"}),
+            serde_json::json!({"use": "enc"}),
+            serde_json::json!({"key_ops": ["encrypt"]}),
+        ] {
+            assert!(
+                find_key(&set(refused.clone()), Some("k"), es).is_none(),
+                "{refused}"
+            );
+        }
     }
 
     #[test]

@@ -79,7 +79,15 @@ pub struct PresignConfig {
     pub rate_limit: RateLimitConfig,
     /// Serve the old Lambda's `GET /image/presigned-uri` (presigned PUT, old JSON shape).
     pub compat_route: bool,
+    /// Let the compat route sign a PUT without `content_length` (no size bound at all: S3
+    /// stores whatever arrives, up to 5 GiB). Off: `content_length` is required.
+    pub compat_unbounded: bool,
     pub cors: CorsConfig,
+    /// How many reverse proxies in front of the sidecar append to `X-Forwarded-For`. 0: the
+    /// client address is the TCP peer and the header is ignored (a client could forge it).
+    pub trust_proxy_hops: u32,
+    pub client_limit: ClientLimitConfig,
+    pub server: ServerConfig,
 }
 
 impl Default for PresignConfig {
@@ -105,7 +113,11 @@ impl Default for PresignConfig {
             auth: AuthConfig::default(),
             rate_limit: RateLimitConfig::default(),
             compat_route: false,
+            compat_unbounded: false,
             cors: CorsConfig::default(),
+            trust_proxy_hops: 0,
+            client_limit: ClientLimitConfig::default(),
+            server: ServerConfig::default(),
         }
     }
 }
@@ -146,6 +158,16 @@ pub struct JwtConfig {
     pub audience: Option<String>,
     /// Allowed clock difference for `exp` and `nbf`.
     pub leeway_secs: u64,
+    /// Tokens may not live longer than this (`exp - iat`; `iat` then required). Unset: no cap.
+    pub max_token_lifetime_secs: Option<u64>,
+    /// Accept an `http://` `jwks_url` (tests, a loopback identity provider). Never in
+    /// production: whoever can alter the JWKS in transit can mint tokens.
+    pub allow_insecure_jwks_url: bool,
+    /// The JWKS URL is fetched again this often, in the background.
+    pub jwks_refresh_secs: u64,
+    /// At most one fetch of the JWKS URL within this long, whatever the traffic: tokens with
+    /// an unknown `kid` (a key rotation, or garbage) and failed fetches wait this long.
+    pub jwks_min_refetch_secs: u64,
 }
 
 impl Default for JwtConfig {
@@ -157,6 +179,10 @@ impl Default for JwtConfig {
             issuer: None,
             audience: None,
             leeway_secs: 30,
+            max_token_lifetime_secs: None,
+            allow_insecure_jwks_url: false,
+            jwks_refresh_secs: 300,
+            jwks_min_refetch_secs: 30,
         }
     }
 }
@@ -190,6 +216,59 @@ impl Default for RateLimitConfig {
         RateLimitConfig {
             per_minute: 60,
             burst: 10,
+        }
+    }
+}
+
+/// Per client address, in front of everything (authentication included).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientLimitConfig {
+    /// Sustained requests per address per minute, any route.
+    pub per_minute: u32,
+    /// Requests an address may make at once before the rate applies.
+    pub burst: u32,
+    /// Failed authentications (401) per address per minute; past them (and `auth_failures_burst`)
+    /// the address gets 429 before its credentials are even looked at.
+    pub auth_failures_per_minute: u32,
+    pub auth_failures_burst: u32,
+}
+
+impl Default for ClientLimitConfig {
+    fn default() -> Self {
+        ClientLimitConfig {
+            per_minute: 600,
+            burst: 100,
+            auth_failures_per_minute: 10,
+            auth_failures_burst: 20,
+        }
+    }
+}
+
+/// Connection handling: time-outs and a cap, so idle or slow clients cannot hold the sidecar.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// A request's head (request line and headers) must be complete within this long of the
+    /// connection opening, or of its first byte on a kept-alive connection.
+    pub header_read_timeout_secs: u64,
+    /// A request (reading its body included) is answered 408 after this long.
+    pub request_timeout_secs: u64,
+    /// A connection that sends nothing for this long after a response is closed. Behind a
+    /// load balancer, keep it above the balancer's idle time-out (ALB: 60 s), or it may send
+    /// a request on a connection closed under it.
+    pub keep_alive_timeout_secs: u64,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            header_read_timeout_secs: 10,
+            request_timeout_secs: 30,
+            keep_alive_timeout_secs: 75,
+            max_connections: 1024,
         }
     }
 }
@@ -273,6 +352,44 @@ impl SidecarConfig {
                 "presign.auth.jwt: set jwks_file or jwks_url, not both",
             ));
         }
+        if jwt.jwks_file.is_some() || jwt.jwks_url.is_some() {
+            // An identity provider signs tokens for many APIs: without both checks, a token
+            // minted for any of them (or by another tenant) would be honoured here.
+            let missing: Vec<&str> = [
+                ("presign.auth.jwt.issuer", jwt.issuer.as_deref()),
+                ("presign.auth.jwt.audience", jwt.audience.as_deref()),
+            ]
+            .into_iter()
+            .filter(|(_, v)| v.is_none_or(str::is_empty))
+            .map(|(k, _)| k)
+            .collect();
+            if !missing.is_empty() {
+                return Err(Error::config(format!(
+                    "{}: required with jwks_file or jwks_url",
+                    missing.join(" and ")
+                )));
+            }
+        }
+        if let Some(url) = &jwt.jwks_url {
+            let allowed = url.starts_with("https://")
+                || (jwt.allow_insecure_jwks_url && url.starts_with("http://"));
+            if !allowed {
+                return Err(Error::config(format!(
+                    "presign.auth.jwt.jwks_url: `{url}` must be https:// \
+                     (allow_insecure_jwks_url = true allows http:// for tests)"
+                )));
+            }
+        }
+        if jwt.jwks_refresh_secs == 0 || jwt.jwks_min_refetch_secs == 0 {
+            return Err(Error::config(
+                "presign.auth.jwt.jwks_refresh_secs / jwks_min_refetch_secs: at least 1",
+            ));
+        }
+        if jwt.max_token_lifetime_secs == Some(0) {
+            return Err(Error::config(
+                "presign.auth.jwt.max_token_lifetime_secs: at least 1 (or unset)",
+            ));
+        }
         if jwt.hs256_secret.as_deref().is_some_and(|s| s.len() < 32) {
             return Err(Error::config(
                 "presign.auth.jwt.hs256_secret: at least 32 bytes",
@@ -304,6 +421,31 @@ impl SidecarConfig {
             return Err(Error::config(
                 "presign.rate_limit: per_minute and burst must be at least 1",
             ));
+        }
+        let l = &p.client_limit;
+        if l.per_minute == 0
+            || l.burst == 0
+            || l.auth_failures_per_minute == 0
+            || l.auth_failures_burst == 0
+        {
+            return Err(Error::config(
+                "presign.client_limit: per_minute, burst, auth_failures_per_minute and \
+                 auth_failures_burst must be at least 1",
+            ));
+        }
+        let s = &p.server;
+        if s.header_read_timeout_secs == 0
+            || s.request_timeout_secs == 0
+            || s.keep_alive_timeout_secs == 0
+            || s.max_connections == 0
+        {
+            return Err(Error::config(
+                "presign.server: header_read_timeout_secs, request_timeout_secs, \
+                 keep_alive_timeout_secs and max_connections must be at least 1",
+            ));
+        }
+        if p.trust_proxy_hops > 16 {
+            return Err(Error::config("presign.trust_proxy_hops: at most 16"));
         }
         for origin in &p.cors.allowed_origins {
             if origin != "*" && !(origin.starts_with("https://") || origin.starts_with("http://")) {
@@ -372,6 +514,10 @@ mod tests {
         assert_eq!(p.auth.jwt.leeway_secs, 30);
         assert_eq!(p.content_types.len(), 7);
         assert!(!p.compat_route);
+        assert!(!p.compat_unbounded);
+        assert_eq!(p.trust_proxy_hops, 0);
+        assert_eq!(p.server.header_read_timeout_secs, 10);
+        assert_eq!(p.client_limit.auth_failures_per_minute, 10);
         assert_eq!(c.bucket(), "photos");
     }
 
@@ -428,6 +574,21 @@ mod tests {
             ),
             ("RESIZEQ_PRESIGN__RATE_LIMIT__BURST", "0", "rate_limit"),
             (
+                "RESIZEQ_PRESIGN__CLIENT_LIMIT__AUTH_FAILURES_BURST",
+                "0",
+                "presign.client_limit",
+            ),
+            (
+                "RESIZEQ_PRESIGN__SERVER__HEADER_READ_TIMEOUT_SECS",
+                "0",
+                "presign.server",
+            ),
+            (
+                "RESIZEQ_PRESIGN__AUTH__JWT__MAX_TOKEN_LIFETIME_SECS",
+                "0",
+                "max_token_lifetime_secs",
+            ),
+            (
                 "RESIZEQ_PRESIGN__CORS__ALLOWED_ORIGINS",
                 "[\"example.com\"]",
                 "allowed_origins",
@@ -446,6 +607,67 @@ mod tests {
             err.message().contains("no credential is configured"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_jwks_needs_issuer_audience_and_https() {
+        let jwks = |extra: &[(&str, &str)]| {
+            let mut e = env(&[
+                ("RESIZEQ_PRESIGN__BUCKET", "photos"),
+                (
+                    "RESIZEQ_PRESIGN__AUTH__JWT__JWKS_URL",
+                    "https://id.example/.well-known/jwks.json",
+                ),
+            ]);
+            e.extend(env(extra));
+            SidecarConfig::load_from(None, e)
+        };
+        let err = jwks(&[]).unwrap_err();
+        assert!(
+            err.message()
+                .contains("presign.auth.jwt.issuer and presign.auth.jwt.audience"),
+            "{err}"
+        );
+        let err =
+            jwks(&[("RESIZEQ_PRESIGN__AUTH__JWT__ISSUER", "https://id.example/")]).unwrap_err();
+        assert!(err.message().contains("presign.auth.jwt.audience"), "{err}");
+        assert!(!err.message().contains("issuer"), "{err}");
+        let both = [
+            ("RESIZEQ_PRESIGN__AUTH__JWT__ISSUER", "https://id.example/"),
+            ("RESIZEQ_PRESIGN__AUTH__JWT__AUDIENCE", "uploads"),
+        ];
+        jwks(&both).unwrap();
+
+        let mut plain = both.to_vec();
+        plain.push((
+            "RESIZEQ_PRESIGN__AUTH__JWT__JWKS_URL",
+            "http://id.example/jwks.json",
+        ));
+        let plain_env = |extra: Option<(&str, &str)>| {
+            let mut e = env(&[("RESIZEQ_PRESIGN__BUCKET", "photos")]);
+            e.extend(env(&plain));
+            e.extend(extra.map(|(k, v)| (k.to_string(), v.to_string())));
+            SidecarConfig::load_from(None, e)
+        };
+        let err = plain_env(None).unwrap_err();
+        assert!(err.message().contains("must be https://"), "{err}");
+        plain_env(Some((
+            "RESIZEQ_PRESIGN__AUTH__JWT__ALLOW_INSECURE_JWKS_URL",
+            "true",
+        )))
+        .unwrap();
+
+        // A JWKS file is a JWKS too.
+        let err = SidecarConfig::load_from(
+            None,
+            env(&[
+                ("RESIZEQ_PRESIGN__BUCKET", "photos"),
+                ("RESIZEQ_PRESIGN__AUTH__JWT__JWKS_FILE", "/etc/jwks.json"),
+                ("RESIZEQ_PRESIGN__AUTH__JWT__AUDIENCE", "uploads"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(err.message().contains("presign.auth.jwt.issuer"), "{err}");
     }
 
     #[test]

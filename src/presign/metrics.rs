@@ -25,6 +25,10 @@ pub const REASON_CONTENT_TYPE: &str = "content_type";
 pub const REASON_TOO_LARGE: &str = "too_large";
 pub const REASON_INVALID_REQUEST: &str = "invalid_request";
 pub const REASON_SIGNING_FAILED: &str = "signing_failed";
+pub const REASON_BODY_TOO_LARGE: &str = "body_too_large";
+pub const REASON_TIMEOUT: &str = "timeout";
+pub const REASON_NOT_FOUND: &str = "not_found";
+pub const REASON_NOT_READY: &str = "not_ready";
 
 /// Installs the Prometheus recorder once per process and returns its handle (later calls,
 /// e.g. several sidecars in one test binary, share it).

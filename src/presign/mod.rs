@@ -5,13 +5,17 @@
 //! - [`config`]: the `presign` section (+ shared `aws`) of the common config file.
 //! - [`auth`]: bearer JWTs (HS256, or RS256/ES256 from a JWKS) and hashed API keys.
 //! - [`policy`]: SigV4 POST policy signing (the SDK has none), pure and known-answer tested.
-//! - [`s3`]: presigned PUT (SDK) and POST (policy) with the SDK's credentials.
-//! - [`server`]: the axum routes, rate limiting, CORS, body limit; [`metrics`]: the catalogue.
+//! - [`s3`]: presigned PUT and POST (policy) through the [`s3::UploadSigner`] port (its SDK
+//!   implementation is `crate::adapters::presign_s3`: no SDK type is named here).
+//! - [`server`]: the axum routes and layers: per-address limits in front of everything,
+//!   per-caller rate limits, request time-out, CORS, body limit; [`metrics`]: the catalogue.
+//! - [`conn`]: the accept loop: connection cap, header-read and keep-alive time-outs.
 //!
 //! Builds without the image codecs: nothing here touches `crate::pipeline`.
 
 pub mod auth;
 pub mod config;
+pub mod conn;
 pub mod metrics;
 pub mod policy;
 pub mod s3;
@@ -21,19 +25,24 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_config::SdkConfig;
-
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
 use config::SidecarConfig;
 
 /// How often idle per-caller rate-limit state and stale histogram data are dropped.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(60);
 
-/// The router for `config`, signing with `sdk`'s credentials and region, plus a housekeeping
-/// task (rate-limiter memory, metrics upkeep) that ends with the runtime.
-pub fn build(config: &SidecarConfig, sdk: &SdkConfig) -> Result<axum::Router> {
+/// The sidecar, built: its router and how to serve it.
+pub struct Sidecar {
+    pub router: axum::Router,
+    server: config::ServerConfig,
+}
+
+/// The sidecar for `config`, signing through `signer`, plus a housekeeping task (rate-limiter
+/// memory, metrics upkeep) that ends with the runtime. Needs a tokio runtime (a JWKS URL is
+/// fetched in the background).
+pub fn build(config: &SidecarConfig, signer: Arc<dyn s3::UploadSigner>) -> Result<Sidecar> {
     let auth = auth::Authenticator::new(&config.presign.auth)?;
-    let presigner = s3::S3Presigner::new(sdk, &config.aws, config.bucket())?;
+    let presigner = s3::S3Presigner::new(signer, config.bucket());
     let handle = metrics::install_recorder();
     let state = server::AppState::new(config.presign.clone(), auth, presigner, handle);
     let weak = Arc::downgrade(&state);
@@ -42,23 +51,21 @@ pub fn build(config: &SidecarConfig, sdk: &SdkConfig) -> Result<axum::Router> {
         loop {
             tick.tick().await;
             let Some(state) = weak.upgrade() else { break };
-            state.limiter.retain_recent();
-            state.limiter.shrink_to_fit();
-            state.metrics.run_upkeep();
+            state.housekeeping();
         }
     });
-    Ok(server::router(state))
+    Ok(Sidecar {
+        router: server::router(state),
+        server: config.presign.server.clone(),
+    })
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then lets requests in flight
+/// Serves `sidecar` on `listener` until `shutdown` completes, then lets requests in flight
 /// finish (they are all short: signing is local).
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    router: axum::Router,
+    sidecar: Sidecar,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| Error::new(ErrorKind::Io, format!("presign server: {e}")))
+    conn::serve(listener, sidecar.router, &sidecar.server, shutdown).await
 }

@@ -1,29 +1,22 @@
-//! The sidecar's S3 side: presigned PUTs from the SDK, presigned POSTs from [`super::policy`]
-//! with the SDK's credentials. Nothing here sends a request to S3.
+//! The sidecar's S3 side: presigned PUTs and the credentials for presigned POSTs come through
+//! the [`UploadSigner`] port (the SDK implementation is `crate::adapters::presign_s3`);
+//! POST policies are signed here with [`super::policy`]. Nothing here sends a request to S3.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use aws_config::SdkConfig;
-use aws_sdk_s3::config::{Credentials, ProvideCredentials, SharedCredentialsProvider};
-use aws_sdk_s3::presigning::PresigningConfig;
-use tokio::sync::Mutex;
+use futures_util::future::BoxFuture;
 
 use super::policy::{self, FormFields, PostUpload, SigningCredentials};
-use crate::adapters::aws;
-use crate::config::AwsConfig;
-use crate::error::{Error, ErrorKind, Result};
-
-/// Temporary credentials are refreshed this long before they expire, so a POST policy is
-/// never signed with credentials about to lapse.
-const CREDENTIALS_REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
+use crate::error::{Error, Result};
 
 /// What one upload is bound to.
 #[derive(Debug, Clone)]
 pub struct UploadTarget<'a> {
     pub key: &'a str,
     pub content_type: &'a str,
-    /// PUT: the exact, signed Content-Length (`None`: unsigned, the compat route's old
-    /// clients declare no length). POST: the policy's maximum (`None`: an error).
+    /// PUT: the exact, signed Content-Length (`None`: unsigned, only with
+    /// `compat_unbounded`). POST: the policy's maximum (`None`: an error).
     pub bytes: Option<u64>,
     /// `x-amz-meta-uploader`; `None` leaves it out (the compat route's old clients cannot
     /// send a header they do not know about).
@@ -45,113 +38,61 @@ pub struct PresignedPost {
     pub fields: FormFields,
 }
 
+/// The port to the object store's signer: what the sidecar needs from an S3 SDK. Object-safe
+/// (boxed futures), so the server holds an `Arc<dyn UploadSigner>`.
+pub trait UploadSigner: Send + Sync + 'static {
+    /// The bucket's region (a POST policy's credential scope names it).
+    fn region(&self) -> &str;
+    /// A custom endpoint (emulators, MinIO-likes), if any; `None` is AWS.
+    fn endpoint_url(&self) -> Option<&str>;
+    /// Path-style addressing (`{endpoint}/{bucket}`) rather than virtual-host style.
+    fn force_path_style(&self) -> bool;
+    /// A presigned PUT of `target` into `bucket`.
+    fn presign_put<'a>(
+        &'a self,
+        bucket: &'a str,
+        target: &'a UploadTarget<'a>,
+    ) -> BoxFuture<'a, Result<PresignedPut>>;
+    /// Credentials to sign a POST policy with, valid for a while yet (the implementation
+    /// caches them: resolving may ask IMDS or STS, which must not happen on every request).
+    fn credentials(&self) -> BoxFuture<'_, Result<SigningCredentials>>;
+}
+
 pub struct S3Presigner {
-    client: aws_sdk_s3::Client,
-    credentials: SharedCredentialsProvider,
-    cached: Mutex<Option<Credentials>>,
-    region: String,
+    signer: Arc<dyn UploadSigner>,
     bucket: String,
     post_url: String,
 }
 
 impl S3Presigner {
-    /// `sdk` carries the credentials and region (`resizeq::adapters::aws::sdk_config` in
-    /// production; static test credentials in tests).
-    pub fn new(sdk: &SdkConfig, aws_config: &AwsConfig, bucket: &str) -> Result<S3Presigner> {
-        let region = sdk
-            .region()
-            .map(|r| r.as_ref().to_string())
-            .ok_or_else(|| {
-                Error::config("no AWS region: set aws.region (RESIZEQ_AWS__REGION) or AWS_REGION")
-            })?;
-        let credentials = sdk
-            .credentials_provider()
-            .ok_or_else(|| Error::config("no AWS credentials provider (aws-config found none)"))?;
-        let endpoint = aws_config
-            .endpoint_url
-            .clone()
-            .or_else(|| sdk.endpoint_url().map(String::from));
-        Ok(S3Presigner {
-            client: aws::s3_client(sdk, aws_config),
-            credentials,
-            cached: Mutex::new(None),
-            post_url: post_url(
-                endpoint.as_deref(),
-                aws_config.force_path_style,
-                &region,
-                bucket,
-            ),
-            region,
+    pub fn new(signer: Arc<dyn UploadSigner>, bucket: &str) -> S3Presigner {
+        let post_url = post_url(
+            signer.endpoint_url(),
+            signer.force_path_style(),
+            signer.region(),
+            bucket,
+        );
+        S3Presigner {
+            signer,
             bucket: bucket.into(),
-        })
-    }
-
-    /// Resolved (and cached) credentials: the SDK's default chain may ask IMDS or STS, which
-    /// must not happen on every request.
-    async fn credentials(&self) -> Result<Credentials> {
-        let mut cached = self.cached.lock().await;
-        if let Some(c) = cached.as_ref() {
-            let fresh = c
-                .expiry()
-                .is_none_or(|t| t > SystemTime::now() + CREDENTIALS_REFRESH_MARGIN);
-            if fresh {
-                return Ok(c.clone());
-            }
+            post_url,
         }
-        let c = self.credentials.provide_credentials().await.map_err(|e| {
-            // The provider's message names the sources it tried, never a secret.
-            Error::new(ErrorKind::Service, format!("AWS credentials: {e}"))
-        })?;
-        *cached = Some(c.clone());
-        Ok(c)
     }
 
     /// Whether credentials can be obtained (readiness).
     pub async fn ready(&self) -> Result<()> {
-        self.credentials().await.map(|_| ())
+        self.signer.credentials().await.map(|_| ())
     }
 
     pub async fn presign_put(&self, target: &UploadTarget<'_>) -> Result<PresignedPut> {
-        let presigning = PresigningConfig::builder()
-            .start_time(target.now)
-            .expires_in(target.expires_in)
-            .build()
-            .map_err(|e| Error::config(format!("presigning: {e}")))?;
-        let mut request = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(target.key)
-            .content_type(target.content_type);
-        if let Some(bytes) = target.bytes {
-            request = request.content_length(i64::try_from(bytes).unwrap_or(i64::MAX));
-        }
-        if let Some(uploader) = target.uploader {
-            request = request.metadata("uploader", uploader);
-        }
-        let presigned = request
-            .presigned(presigning)
-            .await
-            .map_err(|e| aws::classify("s3 presign PutObject", e))?;
-        Ok(PresignedPut {
-            url: presigned.uri().to_string(),
-            headers: presigned
-                .headers()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        })
+        self.signer.presign_put(&self.bucket, target).await
     }
 
     pub async fn presign_post(&self, target: &UploadTarget<'_>) -> Result<PresignedPost> {
         let max_bytes = target
             .bytes
             .ok_or_else(|| Error::config("a POST policy needs a maximum size"))?;
-        let c = self.credentials().await?;
-        let credentials = SigningCredentials {
-            access_key_id: c.access_key_id().into(),
-            secret_access_key: c.secret_access_key().into(),
-            session_token: c.session_token().map(String::from),
-        };
+        let credentials = self.signer.credentials().await?;
         let fields = policy::presign_post(
             &PostUpload {
                 bucket: &self.bucket,
@@ -159,7 +100,7 @@ impl S3Presigner {
                 content_type: target.content_type,
                 uploader: target.uploader.unwrap_or_default(),
                 max_bytes,
-                region: &self.region,
+                region: self.signer.region(),
                 now: target.now,
                 expires_in: target.expires_in,
             },

@@ -1,13 +1,20 @@
 //! The HTTP API: `POST /v1/uploads`, the optional `GET /image/presigned-uri`, and the
-//! operational routes. Every refusal is a JSON `{error, message}` counted by reason.
+//! operational routes. Every refusal is a JSON `{error, message}` counted by reason and
+//! logged with the client's address.
+//!
+//! In front of every route ([`front_door`]): the client address (the peer, or from
+//! `X-Forwarded-For` behind `trust_proxy_hops` proxies), its request budget and its
+//! failed-authentication budget (both before any credential is looked at), and the
+//! whole-request time-out.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{MatchedPath, Query, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Extension, MatchedPath, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -18,7 +25,6 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::limit::RequestBodyLimitLayer;
 
 use super::auth::{AuthError, Authenticator, Caller};
 use super::config::{extension_for, PresignConfig};
@@ -35,9 +41,22 @@ pub struct AppState {
     pub config: PresignConfig,
     pub auth: Arc<Authenticator>,
     pub presigner: S3Presigner,
+    /// Per caller (after authentication).
     pub limiter: DefaultKeyedRateLimiter<String>,
+    /// Per client address, every request.
+    pub clients: DefaultKeyedRateLimiter<IpAddr>,
+    /// Per client address, failed authentications; when spent, the address is in `blocked`.
+    pub auth_failures: DefaultKeyedRateLimiter<IpAddr>,
+    /// Addresses refused before authentication until the instant given.
+    blocked: Mutex<HashMap<IpAddr, Instant>>,
+    /// The last readiness problem logged (each change is logged once, not every probe).
+    readiness: Mutex<Option<String>>,
     pub metrics: PrometheusHandle,
 }
+
+/// The client's address as the limits and logs see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub IpAddr);
 
 impl AppState {
     pub fn new(
@@ -46,34 +65,209 @@ impl AppState {
         presigner: S3Presigner,
         metrics: PrometheusHandle,
     ) -> Arc<AppState> {
-        let per_minute = NonZeroU32::new(config.rate_limit.per_minute).unwrap_or(NonZeroU32::MIN);
-        let burst = NonZeroU32::new(config.rate_limit.burst).unwrap_or(NonZeroU32::MIN);
+        let quota = |per_minute: u32, burst: u32| {
+            let per_minute = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
+            let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+            Quota::per_minute(per_minute).allow_burst(burst)
+        };
+        let l = &config.client_limit;
         Arc::new(AppState {
-            limiter: RateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(burst)),
+            limiter: RateLimiter::keyed(quota(
+                config.rate_limit.per_minute,
+                config.rate_limit.burst,
+            )),
+            clients: RateLimiter::keyed(quota(l.per_minute, l.burst)),
+            auth_failures: RateLimiter::keyed(quota(
+                l.auth_failures_per_minute,
+                l.auth_failures_burst,
+            )),
+            blocked: Mutex::new(HashMap::new()),
+            readiness: Mutex::new(None),
             config,
             auth,
             presigner,
             metrics,
         })
     }
+
+    /// Drops idle limiter state and lapsed blocks, and keeps the histograms tidy.
+    pub fn housekeeping(&self) {
+        for limiter in [&self.clients, &self.auth_failures] {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+        let now = Instant::now();
+        lock(&self.blocked).retain(|_, until| *until > now);
+        self.metrics.run_upkeep();
+    }
+
+    /// The address's request budget, and whether it is blocked for failed authentications.
+    fn admit_client(&self, client: IpAddr) -> Result<(), ApiError> {
+        let now = Instant::now();
+        if let Some(until) = lock(&self.blocked).get(&client).filter(|u| **u > now) {
+            return Err(too_many(
+                *until - now,
+                "too many failed authentications from this address",
+            ));
+        }
+        self.clients.check_key(&client).map_err(|not_until| {
+            too_many(
+                not_until.wait_time_from(DefaultClock::default().now()),
+                "too many requests from this address",
+            )
+        })
+    }
+
+    /// A 401 spends the address's failure budget; once spent, the address is refused before
+    /// authentication until the budget allows another attempt.
+    fn note_auth_failure(&self, client: IpAddr) {
+        if let Err(not_until) = self.auth_failures.check_key(&client) {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            lock(&self.blocked).insert(client, Instant::now() + wait);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn too_many(wait: Duration, why: &str) -> ApiError {
+    let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+    let mut e = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        m::REASON_RATE_LIMITED,
+        format!("{why}: retry in {secs} s"),
+    );
+    e.retry_after_secs = Some(secs);
+    e
+}
+
+/// The client's address: the TCP peer, or with `trust_proxy_hops = n` the n-th
+/// `X-Forwarded-For` entry from the right (each trusted proxy appends the address it got the
+/// request from; entries further left are whatever the client sent). Too few or unparseable
+/// entries: the peer.
+pub fn client_addr(peer: IpAddr, headers: &HeaderMap, trust_proxy_hops: u32) -> IpAddr {
+    if trust_proxy_hops == 0 {
+        return peer;
+    }
+    let entries: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let hops = trust_proxy_hops as usize;
+    if entries.len() < hops {
+        return peer;
+    }
+    let entry = entries[entries.len() - hops];
+    entry
+        .parse::<IpAddr>()
+        .or_else(|_| entry.parse::<SocketAddr>().map(|a| a.ip()))
+        .unwrap_or(peer)
+}
+
+/// The limiter key for an address: IPv6 clients are keyed by their /64 (one host usually
+/// holds a whole /64, so a per-address budget would be no budget).
+fn limiter_key(client: IpAddr) -> IpAddr {
+    match client {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    }
+}
+
+/// In front of every route: the client's address and budgets, the request time-out, and the
+/// refusal log line (with the address).
+async fn front_door(
+    State(state): State<Arc<AppState>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| super::conn::unknown_peer().ip(), |c| c.0.ip());
+    let client = client_addr(peer, request.headers(), state.config.trust_proxy_hops);
+    let key = limiter_key(client);
+    let response = match state.admit_client(key) {
+        Err(e) => e.into_response(),
+        Ok(()) => {
+            request.extensions_mut().insert(ClientAddr(client));
+            let limit = Duration::from_secs(state.config.server.request_timeout_secs);
+            match tokio::time::timeout(limit, next.run(request)).await {
+                Ok(response) => response,
+                Err(_) => {
+                    let mut response = ApiError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        m::REASON_TIMEOUT,
+                        format!("the request took over {} s", limit.as_secs()),
+                    )
+                    .into_response();
+                    // Its body may be half read: the connection cannot carry another request.
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    response
+                }
+            }
+        }
+    };
+    if response.status() == StatusCode::UNAUTHORIZED {
+        state.note_auth_failure(key);
+    }
+    if let Some(refusal) = response.extensions().get::<Refusal>() {
+        tracing::info!(
+            client = %client,
+            status = response.status().as_u16(),
+            reason = refusal.reason,
+            detail = %refusal.detail,
+            "request refused"
+        );
+    }
+    response
 }
 
 /// The router with its layers: CORS (when origins are configured), the request body limit,
-/// and the latency histogram.
+/// [`front_door`] and the latency histogram. Unknown routes and methods get JSON too.
 pub fn router(state: Arc<AppState>) -> Router {
     let mut api = Router::new().route("/v1/uploads", post(create_upload));
     if state.config.compat_route {
         api = api.route("/image/presigned-uri", get(compat_presigned_uri));
     }
-    if let Some(cors) = cors_layer(&state.config.cors.allowed_origins) {
-        api = api.layer(cors);
-    }
-    Router::new()
+    let mut router = Router::new()
         .merge(api)
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))
-        .layer(RequestBodyLimitLayer::new(MAX_REQUEST_BODY_BYTES))
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, m::REASON_NOT_FOUND, "no such route")
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                m::REASON_NOT_FOUND,
+                "method not allowed on this route",
+            )
+        })
+        // Enforced by the body extractors, whose rejection becomes a JSON 413 below, with or
+        // without a Content-Length.
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(state.clone(), front_door));
+    // Outside the front door, so a browser can read its 429s (and their Retry-After) too.
+    if let Some(cors) = cors_layer(&state.config.cors.allowed_origins) {
+        router = router.layer(cors);
+    }
+    router
         .layer(middleware::from_fn(record_latency))
         .with_state(state)
 }
@@ -96,6 +290,7 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
             .allow_origin(allow_origin)
             .allow_methods([Method::GET, Method::POST])
             .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            .expose_headers([header::RETRY_AFTER])
             .max_age(Duration::from_secs(600)),
     )
 }
@@ -158,17 +353,22 @@ impl From<AuthError> for ApiError {
     }
 }
 
+/// Left on a refusal's response for [`front_door`], which logs it with the client address.
+#[derive(Debug, Clone)]
+struct Refusal {
+    reason: &'static str,
+    detail: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         metrics::counter!(m::REJECTIONS, "reason" => self.reason).increment(1);
-        tracing::info!(
-            status = self.status.as_u16(),
-            reason = self.reason,
-            message = %self.message,
-            "request refused"
-        );
         let body = Json(serde_json::json!({"error": self.reason, "message": self.message}));
         let mut response = (self.status, body).into_response();
+        response.extensions_mut().insert(Refusal {
+            reason: self.reason,
+            detail: self.message,
+        });
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
@@ -238,18 +438,28 @@ async fn admit(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError
         .and_then(|v| v.to_str().ok());
     let caller = state.auth.authenticate(authorization).await?;
     if let Err(not_until) = state.limiter.check_key(&caller.id) {
-        let wait = not_until.wait_time_from(DefaultClock::default().now());
-        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        let mut e = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            m::REASON_RATE_LIMITED,
-            format!("rate limit: retry in {secs} s"),
-        );
-        e.retry_after_secs = Some(secs.max(1));
         tracing::info!(caller = %caller.id, "rate limited");
-        return Err(e);
+        return Err(too_many(
+            not_until.wait_time_from(DefaultClock::default().now()),
+            "rate limit",
+        ));
     }
     Ok(caller)
+}
+
+/// A body rejection: 413 past the body limit (declared or chunked), else 400.
+fn body_rejected(e: &JsonRejection) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            m::REASON_BODY_TOO_LARGE,
+            format!("the request body is over {MAX_REQUEST_BODY_BYTES} bytes"),
+        );
+    }
+    ApiError::bad_request(
+        m::REASON_INVALID_REQUEST,
+        format!("invalid request body: {}", e.body_text()),
+    )
 }
 
 /// The allowed content type equal to `requested` (ASCII case and surrounding spaces ignored).
@@ -326,16 +536,12 @@ pub fn sanitize_filename(name: &str) -> Option<String> {
 
 async fn create_upload(
     State(state): State<Arc<AppState>>,
+    Extension(client): Extension<ClientAddr>,
     headers: HeaderMap,
     body: Result<Json<UploadRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<UploadResponse>), ApiError> {
     let caller = admit(&state, &headers).await?;
-    let Json(request) = body.map_err(|e| {
-        ApiError::bad_request(
-            m::REASON_INVALID_REQUEST,
-            format!("invalid request body: {}", e.body_text()),
-        )
-    })?;
+    let Json(request) = body.map_err(|e| body_rejected(&e))?;
     let config = &state.config;
     let content_type = allowed_content_type(config, &request.content_type)?;
     check_length(config, request.content_length)?;
@@ -382,7 +588,14 @@ async fn create_upload(
             (put.url, None, Some(put.headers.into_iter().collect()))
         }
     };
-    issued(&caller, &key, request.method, content_type, expires_secs);
+    issued(
+        client,
+        &caller,
+        &key,
+        request.method,
+        content_type,
+        expires_secs,
+    );
     Ok((
         StatusCode::CREATED,
         Json(UploadResponse {
@@ -408,7 +621,14 @@ fn signing_failed(e: crate::Error) -> ApiError {
 }
 
 /// Counted and logged with the key and the caller, never the URL (its query is the signature).
-fn issued(caller: &Caller, key: &str, method: UploadMethod, content_type: &str, expires: u64) {
+fn issued(
+    client: ClientAddr,
+    caller: &Caller,
+    key: &str,
+    method: UploadMethod,
+    content_type: &str,
+    expires: u64,
+) {
     metrics::counter!(
         m::URLS_ISSUED,
         "method" => method.as_str(),
@@ -416,6 +636,7 @@ fn issued(caller: &Caller, key: &str, method: UploadMethod, content_type: &str, 
     )
     .increment(1);
     tracing::info!(
+        client = %client.0,
         caller = %caller.id,
         key,
         method = method.as_str(),
@@ -432,11 +653,13 @@ pub struct CompatQuery {
 }
 
 /// The old Lambda's route and answer shape, `{"result":"SUCCESS","data":[url]}`: a presigned
-/// PUT. Old clients send neither a length nor the uploader header, so by default only the
-/// Content-Type (`image/jpeg` unless `?content_type=` says otherwise) is signed; with
-/// `?content_length=` the length is signed too. The caller is still in the key.
+/// PUT of `?content_type=` (default `image/jpeg`) and `?content_length=`, both signed.
+/// Without a length it is a 400, unless `compat_unbounded` lets old clients that cannot send
+/// one get a URL with no size bound. Old clients cannot send the uploader header, so it is
+/// left out; the caller is still in the key.
 async fn compat_presigned_uri(
     State(state): State<Arc<AppState>>,
+    Extension(client): Extension<ClientAddr>,
     headers: HeaderMap,
     query: Result<Query<CompatQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -452,8 +675,15 @@ async fn compat_presigned_uri(
         config,
         query.content_type.as_deref().unwrap_or("image/jpeg"),
     )?;
-    if let Some(length) = query.content_length {
-        check_length(config, length)?;
+    match query.content_length {
+        Some(length) => check_length(config, length)?,
+        None if config.compat_unbounded => {}
+        None => {
+            return Err(ApiError::bad_request(
+                m::REASON_INVALID_REQUEST,
+                "content_length is required (the URL signs the upload's size)",
+            ))
+        }
     }
     let key = new_key(config, &caller, content_type);
     let target = UploadTarget {
@@ -470,6 +700,7 @@ async fn compat_presigned_uri(
         .await
         .map_err(signing_failed)?;
     issued(
+        client,
         &caller,
         &key,
         UploadMethod::Put,
@@ -481,22 +712,32 @@ async fn compat_presigned_uri(
     ))
 }
 
+/// Ready when credentials resolve (cached by the signer) and the JWKS URL, if any, has been
+/// fetched (the background fetch's outcome: this never fetches). Unauthenticated, so it says
+/// only ready or not; the reason goes to the log, once per change.
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    let mut problems = Vec::new();
-    if let Err(e) = state.presigner.ready().await {
-        problems.push(format!("credentials: {e}"));
+    let problem = match state.presigner.ready().await {
+        Err(e) => Some(format!("credentials: {e}")),
+        Ok(()) if !state.auth.ready() => Some("the JWKS URL has not been fetched yet".into()),
+        Ok(()) => None,
+    };
+    let mut last = lock(&state.readiness);
+    if *last != problem {
+        match &problem {
+            Some(p) => tracing::warn!(problem = %p, "not ready"),
+            None => tracing::info!("ready"),
+        }
+        last.clone_from(&problem);
     }
-    if let Err(e) = state.auth.ready().await {
-        problems.push(format!("auth: {e}"));
-    }
-    if problems.is_empty() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (
+    drop(last);
+    match problem {
+        None => (StatusCode::OK, "ready\n").into_response(),
+        Some(_) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {}\n", problems.join("; ")),
+            m::REASON_NOT_READY,
+            "not ready",
         )
-            .into_response()
+        .into_response(),
     }
 }
 
@@ -536,6 +777,41 @@ mod tests {
         assert_eq!(sanitize_filename("..").as_deref(), None);
         assert_eq!(sanitize_filename("/").as_deref(), None);
         assert_eq!(sanitize_filename(&"x".repeat(300)).unwrap().len(), 255);
+    }
+
+    #[test]
+    fn the_client_address_is_the_peer_unless_proxies_are_trusted() {
+        let peer: IpAddr = "127.0.0.9".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("198.51.100.7, 203.0.113.5"),
+        );
+        headers.append(
+            "x-forwarded-for",
+            HeaderValue::from_static("192.0.2.1:4711"),
+        );
+        assert_eq!(client_addr(peer, &headers, 0), peer);
+        assert_eq!(client_addr(peer, &headers, 1).to_string(), "192.0.2.1");
+        assert_eq!(client_addr(peer, &headers, 2).to_string(), "203.0.113.5");
+        assert_eq!(client_addr(peer, &headers, 3).to_string(), "198.51.100.7");
+        // Fewer entries than trusted hops: the request did not come through them all.
+        assert_eq!(client_addr(peer, &headers, 4), peer);
+        assert_eq!(client_addr(peer, &HeaderMap::new(), 1), peer);
+        let mut garbage = HeaderMap::new();
+        garbage.insert("x-forwarded-for", HeaderValue::from_static("not-an-ip"));
+        assert_eq!(client_addr(peer, &garbage, 1), peer);
+    }
+
+    #[test]
+    fn ipv6_clients_share_their_slash_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(limiter_key(a), limiter_key(b));
+        assert_ne!(limiter_key(a), limiter_key(c));
+        let mapped: IpAddr = "::ffff:127.0.0.2".parse().unwrap();
+        assert_eq!(limiter_key(mapped).to_string(), "127.0.0.2");
     }
 
     #[test]
