@@ -9,6 +9,7 @@ use clap::Parser;
 use resizeq::adapters::aws;
 use resizeq::adapters::presign_s3::SdkUploadSigner;
 use resizeq::presign::{self, config::SidecarConfig};
+use resizeq::signals;
 
 #[derive(Parser)]
 #[command(
@@ -40,10 +41,10 @@ fn main() -> ExitCode {
         println!("config ok");
         return ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match signals::runtime() {
         Ok(r) => r,
         Err(e) => {
-            tracing::error!(error = %e, "cannot start the runtime");
+            tracing::error!(error = %e, "cannot start");
             return ExitCode::FAILURE;
         }
     };
@@ -57,6 +58,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: SidecarConfig) -> resizeq::Result<()> {
+    let shutdown = signals::cancel_on_signals("finishing requests in flight")?;
     let sdk = aws::sdk_config(&config.aws).await;
     let router = presign::build(&config, SdkUploadSigner::shared(&sdk, &config.aws)?)?;
     let listener = tokio::net::TcpListener::bind(&config.presign.listen)
@@ -69,28 +71,9 @@ async fn run(config: SidecarConfig) -> resizeq::Result<()> {
         bucket = config.bucket(),
         "resizeq-presign listening"
     );
-    presign::serve(listener, router, async {
-        let signal = wait_for_signal().await;
-        tracing::info!(signal, "shutting down");
-    })
-    .await?;
+    presign::serve(listener, router, shutdown.cancelled_owned()).await?;
     tracing::info!("stopped");
     Ok(())
-}
-
-async fn wait_for_signal() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    }
 }
 
 /// JSON lines when stderr is not a terminal; `RESIZEQ_LOG` (or `RUST_LOG`) filters.
