@@ -16,6 +16,8 @@
 pub mod auth;
 pub mod config;
 pub mod conn;
+pub mod error;
+pub mod front_door;
 pub mod metrics;
 pub mod policy;
 pub mod s3;

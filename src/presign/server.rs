@@ -8,13 +8,13 @@
 //! whole-request time-out.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Extension, MatchedPath, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Extension, MatchedPath, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -26,8 +26,11 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use super::auth::{AuthError, Authenticator, Caller};
+use super::auth::{Authenticator, Caller};
 use super::config::{extension_for, PresignConfig};
+pub use super::error::ApiError;
+pub use super::front_door::client_addr;
+use super::front_door::*;
 use super::metrics as m;
 use super::policy::FormFields;
 use super::s3::{S3Presigner, UploadTarget};
@@ -104,7 +107,7 @@ impl AppState {
     }
 
     /// The address's request budget, and whether it is blocked for failed authentications.
-    fn admit_client(&self, client: IpAddr) -> Result<(), ApiError> {
+    pub(super) fn admit_client(&self, client: IpAddr) -> Result<(), ApiError> {
         let now = Instant::now();
         if let Some(until) = lock(&self.blocked).get(&client).filter(|u| **u > now) {
             return Err(too_many(
@@ -122,119 +125,12 @@ impl AppState {
 
     /// A 401 spends the address's failure budget; once spent, the address is refused before
     /// authentication until the budget allows another attempt.
-    fn note_auth_failure(&self, client: IpAddr) {
+    pub(super) fn note_auth_failure(&self, client: IpAddr) {
         if let Err(not_until) = self.auth_failures.check_key(&client) {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             lock(&self.blocked).insert(client, Instant::now() + wait);
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn too_many(wait: Duration, why: &str) -> ApiError {
-    let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
-    let mut e = ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        m::REASON_RATE_LIMITED,
-        format!("{why}: retry in {secs} s"),
-    );
-    e.retry_after_secs = Some(secs);
-    e
-}
-
-/// The client's address: the TCP peer, or with `trust_proxy_hops = n` the n-th
-/// `X-Forwarded-For` entry from the right (each trusted proxy appends the address it got the
-/// request from; entries further left are whatever the client sent). Too few or unparseable
-/// entries: the peer.
-pub fn client_addr(peer: IpAddr, headers: &HeaderMap, trust_proxy_hops: u32) -> IpAddr {
-    if trust_proxy_hops == 0 {
-        return peer;
-    }
-    let entries: Vec<&str> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .collect();
-    let hops = trust_proxy_hops as usize;
-    if entries.len() < hops {
-        return peer;
-    }
-    let entry = entries[entries.len() - hops];
-    entry
-        .parse::<IpAddr>()
-        .or_else(|_| entry.parse::<SocketAddr>().map(|a| a.ip()))
-        .unwrap_or(peer)
-}
-
-/// The limiter key for an address: IPv6 clients are keyed by their /64 (one host usually
-/// holds a whole /64, so a per-address budget would be no budget).
-fn limiter_key(client: IpAddr) -> IpAddr {
-    match client {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-        },
-        v4 => v4,
-    }
-}
-
-/// In front of every route: the client's address and budgets, the request time-out, and the
-/// refusal log line (with the address).
-async fn front_door(
-    State(state): State<Arc<AppState>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or_else(|| super::conn::unknown_peer().ip(), |c| c.0.ip());
-    let client = client_addr(peer, request.headers(), state.config.trust_proxy_hops);
-    let key = limiter_key(client);
-    let response = match state.admit_client(key) {
-        Err(e) => e.into_response(),
-        Ok(()) => {
-            request.extensions_mut().insert(ClientAddr(client));
-            let limit = Duration::from_secs(state.config.server.request_timeout_secs);
-            match tokio::time::timeout(limit, next.run(request)).await {
-                Ok(response) => response,
-                Err(_) => {
-                    let mut response = ApiError::new(
-                        StatusCode::REQUEST_TIMEOUT,
-                        m::REASON_TIMEOUT,
-                        format!("the request took over {} s", limit.as_secs()),
-                    )
-                    .into_response();
-                    // Its body may be half read: the connection cannot carry another request.
-                    response
-                        .headers_mut()
-                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                    response
-                }
-            }
-        }
-    };
-    if response.status() == StatusCode::UNAUTHORIZED {
-        state.note_auth_failure(key);
-    }
-    if let Some(refusal) = response.extensions().get::<Refusal>() {
-        tracing::info!(
-            client = %client,
-            status = response.status().as_u16(),
-            reason = refusal.reason,
-            detail = %refusal.detail,
-            "request refused"
-        );
-    }
-    response
 }
 
 /// The router with its layers: CORS (when origins are configured), the request body limit,
@@ -309,78 +205,6 @@ async fn record_latency(request: Request, next: Next) -> Response {
     )
     .record(started.elapsed().as_secs_f64());
     response
-}
-
-/// A refusal: status, the bounded reason (metric label and `error` field), a message for the
-/// client, and Retry-After for 429.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    reason: &'static str,
-    message: String,
-    retry_after_secs: Option<u64>,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            reason,
-            message: message.into(),
-            retry_after_secs: None,
-        }
-    }
-
-    fn bad_request(reason: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, reason, message)
-    }
-}
-
-impl From<AuthError> for ApiError {
-    fn from(e: AuthError) -> Self {
-        match e {
-            AuthError::Unauthenticated(why) => ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                m::REASON_UNAUTHENTICATED,
-                format!("authentication required: {why}"),
-            ),
-            AuthError::Forbidden => ApiError::new(
-                StatusCode::FORBIDDEN,
-                m::REASON_FORBIDDEN,
-                "this credential lacks the upload scope",
-            ),
-        }
-    }
-}
-
-/// Left on a refusal's response for [`front_door`], which logs it with the client address.
-#[derive(Debug, Clone)]
-struct Refusal {
-    reason: &'static str,
-    detail: String,
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        metrics::counter!(m::REJECTIONS, "reason" => self.reason).increment(1);
-        let body = Json(serde_json::json!({"error": self.reason, "message": self.message}));
-        let mut response = (self.status, body).into_response();
-        response.extensions_mut().insert(Refusal {
-            reason: self.reason,
-            detail: self.message,
-        });
-        if self.status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        }
-        if let Some(secs) = self.retry_after_secs {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        response
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
