@@ -4,11 +4,54 @@
 //! to `--out DIR/<file name>.500.jpg` for the SSIM comparison.
 //!
 //! `cargo bench --bench pipeline -- --rounds 3 --out target/bench/resizeq FILE...`
+//!
+//! The output table: `--formats jpeg,webp,avif` (each `FORMAT[:QUALITY[:SPEED[:ENCODER]]]`,
+//! speed and encoder for AVIF) also renders, outside the timed default run, one 500 px variant
+//! per format, adding `<format>_bytes` and `<format>_encode_ms` to the line and writing
+//! `DIR/<file name>.500.<format>.<ext>`; and times the default variants plus a 500 px WebP and
+//! AVIF together (`set_ms`: the cost of a `<picture>` set beside the JPEG-only `ms`).
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use resizeq::pipeline::{Pipeline, PipelineSettings};
+use resizeq::pipeline::{OutputFormat, Pipeline, PipelineSettings, VariantSpec};
+
+/// One 500 px variant of one format, in a pipeline of its own.
+struct FormatRun {
+    label: String,
+    pipeline: Pipeline,
+}
+
+/// `jpeg`, `webp:75`, `avif:60:7:aom`, ...
+fn format_run(spec: &str) -> FormatRun {
+    let mut parts = spec.split(':');
+    let format = match parts.next() {
+        Some("jpeg") => OutputFormat::Jpeg,
+        Some("webp") => OutputFormat::Webp,
+        Some("avif") => OutputFormat::Avif,
+        Some("png") => OutputFormat::Png,
+        other => panic!("--formats: unknown format {other:?}"),
+    };
+    let mut variant = VariantSpec::jpeg_width(500);
+    variant.format = format;
+    variant.quality = parts
+        .next()
+        .map_or(format.default_quality(), |q| q.parse().expect("quality"));
+    let mut settings = PipelineSettings {
+        variants: vec![variant],
+        ..Default::default()
+    };
+    if let Some(speed) = parts.next() {
+        settings.output.avif.speed = speed.parse().expect("speed");
+    }
+    if let Some(encoder) = parts.next() {
+        settings.output.avif.encoder = encoder.into();
+    }
+    FormatRun {
+        label: spec.replace(':', "_"),
+        pipeline: Pipeline::new(settings).expect("valid --formats"),
+    }
+}
 
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -17,6 +60,7 @@ fn main() {
     let mut rounds = 1usize;
     let mut out: Option<PathBuf> = None;
     let mut files = Vec::new();
+    let mut formats: Vec<FormatRun> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -27,11 +71,30 @@ fn main() {
                     .expect("--rounds N")
             }
             "--out" => out = Some(PathBuf::from(args.next().expect("--out DIR"))),
+            "--formats" => {
+                formats = args
+                    .next()
+                    .expect("--formats LIST")
+                    .split(',')
+                    .map(format_run)
+                    .collect()
+            }
             "--bench" => {} // cargo bench passes this to every bench target
             _ => files.push(PathBuf::from(arg)),
         }
     }
     let pipeline = Pipeline::new(PipelineSettings::default()).expect("default settings are valid");
+    // The default variants plus a 500 px WebP and AVIF: what a <picture> set costs.
+    let set = (!formats.is_empty()).then(|| {
+        let mut settings = PipelineSettings::default();
+        for format in [OutputFormat::Webp, OutputFormat::Avif] {
+            let mut v = VariantSpec::jpeg_width(500);
+            v.format = format;
+            v.quality = format.default_quality();
+            settings.variants.push(v);
+        }
+        Pipeline::new(settings).expect("valid set")
+    });
     if let Some(dir) = &out {
         std::fs::create_dir_all(dir).expect("create --out");
     }
@@ -49,7 +112,7 @@ fn main() {
             match result {
                 Ok(output) => {
                     let t = output.timings;
-                    let line = serde_json::json!({
+                    let mut line = serde_json::json!({
                         "file": name,
                         "round": round,
                         "ms": ms,
@@ -57,6 +120,24 @@ fn main() {
                         "resize_ms": t.resize.as_secs_f64() * 1000.0,
                         "encode_ms": t.encode.as_secs_f64() * 1000.0,
                     });
+                    // Untimed by `ms`: the output table's runs.
+                    if let Some(set) = &set {
+                        let started = Instant::now();
+                        set.process(data, name)
+                            .expect("the set renders what the default did");
+                        line["set_ms"] = (started.elapsed().as_secs_f64() * 1000.0).into();
+                    }
+                    for run in &formats {
+                        let out1 = run.pipeline.process(data, name).expect("format renders");
+                        let v = &out1.variants[0];
+                        line[format!("{}_bytes", run.label)] = v.bytes.len().into();
+                        line[format!("{}_encode_ms", run.label)] =
+                            (out1.timings.encode.as_secs_f64() * 1000.0).into();
+                        if let (Some(dir), 0) = (&out, round) {
+                            let file = format!("{name}.500.{}.{}", run.label, v.format.extension());
+                            std::fs::write(dir.join(file), &v.bytes).expect("write output");
+                        }
+                    }
                     println!("{line}");
                     if let (Some(dir), Some(v500)) =
                         (&out, output.variants.iter().find(|v| v.name == "500"))

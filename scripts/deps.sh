@@ -1,10 +1,12 @@
 # shellcheck shell=bash
 # Sourced by scripts/run and scripts/test: installs the Debian packages the build needs, if any
 # is missing. cmake + nasm build libjpeg-turbo (turbojpeg) and libheif (embedded-libheif);
-# libheif links Debian's libde265 (HEIC) and libdav1d (AVIF) decoders when their -dev
-# packages are present at build time.
+# libheif links Debian's libde265 (HEIC) and libdav1d (AVIF) decoders and the libaom AV1
+# encoder (AVIF output) when their -dev packages are present at build time. libavif-bin:
+# avifdec, the independent AVIF decoder tests/pipeline.rs checks AVIF outputs with.
+# (lcms2 is built from the crate's bundled source: no liblcms2-dev.)
 resizeq_install_build_deps() {
-  local packages=(cmake nasm pkg-config g++ libde265-dev libdav1d-dev)
+  local packages=(cmake nasm pkg-config g++ libde265-dev libdav1d-dev libaom-dev libavif-bin)
   local missing=() p
   for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

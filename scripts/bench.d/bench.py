@@ -44,6 +44,12 @@ CATEGORY_ORDER = ["jpg", "png", "webp", "heic", "small"]
 RSS_TARGET = 0.25  # resizeq peak RSS <= 1/4 of sharp's
 SSIM_SLACK = 0.005  # resizeq SSIM >= sharp SSIM - 0.005 on every file
 TOOLS = ("resizeq", "sharp")
+# Output table: 500 px bytes of each default format / sharp's JPEG q80 bytes (corpus total),
+# at SSIM (median and worst file) no lower than sharp's JPEG.
+BYTES_TARGETS = {"jpeg": 0.78, "webp": 0.65, "avif": 0.50}
+SET_COST_TARGET = 2.0  # default variants + 500 px WebP + AVIF, ms / the JPEG-only pipeline's
+DEFAULT_FORMATS = "jpeg,webp,avif"
+EXTENSIONS = {"jpeg": "jpg", "webp": "webp", "avif": "avif", "png": "png"}
 
 
 def say(msg: str) -> None:
@@ -110,7 +116,7 @@ def tail(path: Path, lines: int = 15) -> str:
     return "\n".join("    " + ln for ln in text[-lines:])
 
 
-def resizeq_tool(logs: Path) -> Tool:
+def resizeq_tool(logs: Path, formats: str) -> Tool:
     """resizeq's bench: RESIZEQ_BENCH_CMD, or the compiled `pipeline` bench binary."""
     override = os.environ.get("RESIZEQ_BENCH_CMD")
     if override:
@@ -149,7 +155,8 @@ def resizeq_tool(logs: Path) -> Tool:
     }
     rel = os.path.relpath(exe, ROOT)
     # `cargo bench --bench pipeline -- ARGS` runs `<exe> ARGS --bench`: do the same.
-    return Tool("resizeq", [exe], f"`{rel}` (cargo bench --bench pipeline)", env, ["--bench"])
+    trailing = (["--formats", formats] if formats else []) + ["--bench"]
+    return Tool("resizeq", [exe], f"`{rel}` (cargo bench --bench pipeline)", env, trailing)
 
 
 def sharp_tool() -> Tool:
@@ -282,7 +289,94 @@ def per_round(tool: Tool, names: list[str]) -> list[float]:
 def stage_split(tool: Tool, name: str) -> str:
     """Median of the tool's optional per-stage fields, e.g. decode_ms/resize_ms/encode_ms."""
     extra = tool.extra.get(name) or {}
-    return " / ".join(f"{statistics.median(v):.1f}" for v in extra.values())
+    return " / ".join(f"{statistics.median(extra[k]):.1f}" for k in STAGES if k in extra)
+
+
+STAGES = ("decode_ms", "resize_ms", "encode_ms")
+
+
+def format_labels(formats: str) -> list[str]:
+    return [spec.replace(":", "_") for spec in formats.split(",") if spec] if formats else []
+
+
+def output_path(out_dir: Path, tool: str, name: str, label: str | None) -> Path:
+    """A tool's 500 px output of `name`; `label`: one of resizeq's --formats runs."""
+    if label is None:
+        return out_dir / "out" / tool / f"{name}.500.jpg"
+    ext = EXTENSIONS[label.split("_")[0]]
+    return out_dir / "out" / tool / f"{name}.500.{label}.{ext}"
+
+
+def output_table(
+    files: list[Path], rq: Tool, labels: list[str], out_dir: Path, format_ssim: dict, ssim_rows
+) -> tuple[list[str], list[bool]]:
+    """Per format: 500 px bytes vs sharp's JPEG q80, SSIM (median, worst), encode ms."""
+    lines: list[str] = []
+    add = lines.append
+    verdicts: list[bool] = []
+    names = [p.name for p in files if p.name in rq.ms]
+    sharp_ssim = [r["sharp"]["ssim"] for r in ssim_rows or [] if r["sharp"]["ssim"] is not None]
+    sharp_bytes = {n: output_path(out_dir, "sharp", n, None).stat().st_size for n in names
+                   if output_path(out_dir, "sharp", n, None).exists()}
+    names = [n for n in names if n in sharp_bytes]
+    total_sharp = sum(sharp_bytes.values())
+    add("## Output formats (500 px)")
+    add("")
+    add(
+        "Bytes of each file's 500 px output, summed over the corpus and divided by sharp's JPEG "
+        "q80 (the Lambda's output) of the same run; SSIM as above (median and worst file); "
+        "encode ms = median over files of the 500 px encode (resizeq's own stage timing). "
+        "ok: bytes ratio within the target and both SSIM figures at least sharp's."
+    )
+    add("")
+    add("| output | bytes (corpus) | × sharp | median per-file × | SSIM median | SSIM worst "
+        "| encode ms | target | ok |")
+    add("|---|---:|---:|---:|---:|---:|---:|---|---|")
+    s_med = statistics.median(sharp_ssim) if sharp_ssim else None
+    s_min = min(sharp_ssim) if sharp_ssim else None
+    add(f"| sharp JPEG q80 | {total_sharp} | 1.00× | 1.00× | {fmt(s_med, '.4f')} | "
+        f"{fmt(s_min, '.4f')} | — | — | |")
+    for label in labels:
+        key = f"{label}_bytes"
+        have = [n for n in names if key in (rq.extra.get(n) or {})]
+        if not have:
+            continue
+        total = sum(statistics.median(rq.extra[n][key]) for n in have)
+        ratio = total / sum(sharp_bytes[n] for n in have)
+        per_file = statistics.median(
+            statistics.median(rq.extra[n][key]) / sharp_bytes[n] for n in have
+        )
+        enc = statistics.median(
+            statistics.median(rq.extra[n][f"{label}_encode_ms"]) for n in have
+        )
+        values = [v for n in have if (v := format_ssim.get((label, n))) is not None]
+        med = statistics.median(values) if values else None
+        worst = min(values) if values else None
+        goal = BYTES_TARGETS.get(label)
+        ok = ""
+        if goal is not None and med is not None and s_med is not None:
+            passed = ratio <= goal and med >= s_med and worst >= s_min
+            verdicts.append(passed)
+            ok = "PASS" if passed else "FAIL"
+        add(f"| resizeq {label.replace('_', ' ')} | {int(total)} | {ratio:.2f}× | "
+            f"{per_file:.2f}× | {fmt(med, '.4f')} | {fmt(worst, '.4f')} | {enc:.1f} | "
+            f"{f'≤ {goal:g}×' if goal else '—'} | {ok} |")
+    set_names = [n for n in names if "set_ms" in (rq.extra.get(n) or {})]
+    if set_names:
+        set_ms = sum(statistics.median(rq.extra[n]["set_ms"]) for n in set_names)
+        jpeg_ms = sum(statistics.median(rq.ms[n]) for n in set_names)
+        cost = set_ms / jpeg_ms
+        passed = cost <= SET_COST_TARGET
+        verdicts.append(passed)
+        add("")
+        add(
+            f"A `<picture>` set (the default 80 + 500 px JPEG, plus 500 px WebP and AVIF) takes "
+            f"{set_ms / len(set_names):.1f} ms per image against {jpeg_ms / len(set_names):.1f} ms "
+            f"for the JPEG-only pipeline: {cost:.2f}× (target ≤ {SET_COST_TARGET:g}×) → "
+            f"{'PASS' if passed else 'FAIL'}."
+        )
+    add("")
+    return lines, verdicts
 
 
 def build_report(
@@ -439,6 +533,14 @@ def build_report(
     else:
         add("SSIM: skipped (--no-ssim).")
     add("")
+    labels = args.formats_labels
+    if labels:
+        table, verdicts = output_table(
+            files, rq, labels, Path(args.out_dir).resolve(), meta.get("format_ssim", {}), ssim_rows
+        )
+        lines.extend(table)
+        for v in verdicts:
+            target(v)
     add(f"targets: {met}/{total} met")
     return "\n".join(lines) + "\n", met, total
 
@@ -473,6 +575,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="CPU list for taskset -c (default: $BENCH_CPU or 1)",
     )
     ap.add_argument("--no-ssim", action="store_true", help="skip the SSIM comparison")
+    ap.add_argument(
+        "--formats",
+        default=DEFAULT_FORMATS,
+        help="resizeq's output table: 500 px runs, each FORMAT[:QUALITY[:SPEED[:ENCODER]]] "
+        f"(speed/encoder: AVIF), comma-separated; '' for none (default {DEFAULT_FORMATS})",
+    )
     ap.add_argument(
         "--out-dir",
         type=Path,
@@ -511,7 +619,7 @@ def main(argv: list[str] | None = None) -> int:
         logs.mkdir(parents=True, exist_ok=True)
         for old in logs.glob("*.r*.std*"):  # a previous run's per-round logs
             old.unlink()
-        tools = {"resizeq": resizeq_tool(logs), "sharp": sharp_tool()}
+        tools = {"resizeq": resizeq_tool(logs, args.formats), "sharp": sharp_tool()}
         meta = {
             "corpus": str(corpus),
             "versions": versions(),
@@ -536,9 +644,15 @@ def main(argv: list[str] | None = None) -> int:
                 for name in TOOLS:
                     row[name] = ssim.compare(ref, out_dir / "out" / name / f"{p.name}.500.jpg")
                 ssim_rows.append(row)
+                for label in format_labels(args.formats):
+                    out = output_path(out_dir, "resizeq", p.name, label)
+                    meta.setdefault("format_ssim", {})[(label, p.name)] = ssim.compare(
+                        ref, out
+                    )["ssim"]
     except BenchError as e:
         say(f"error: {e}")
         return 1
+    args.formats_labels = format_labels(args.formats)
     report, met, total = build_report(args, files, tools, ssim_rows, meta)
     (out_dir / "report.md").write_text(report)
     raw = {
@@ -549,6 +663,7 @@ def main(argv: list[str] | None = None) -> int:
         "targets_met": met,
         "targets": total,
         "ssim": ssim_rows,
+        "format_ssim": {f"{k[0]}/{k[1]}": v for k, v in meta.get("format_ssim", {}).items()},
         "tools": {
             t.name: {
                 "command": t.argv,

@@ -1,6 +1,7 @@
 //! Source metadata (orientation, ICC, EXIF, XMP) and what of it each output carries.
 //!
-//! Policy: `strip` keeps only the ICC profile so colours stay right. `keep` also copies EXIF
+//! The ICC profile is colour management's choice (see `colour`), never a blind copy.
+//! Policy: `strip` drops EXIF and XMP. `keep` copies EXIF
 //! (orientation removed, because outputs are upright; GPS only on request; no embedded
 //! thumbnail) and the main XMP packet. Extended XMP and other APPn blobs are never copied: a
 //! real wallpaper carries 7 MB of extended XMP that a naive copy would paste into every thumb.
@@ -29,8 +30,12 @@ pub struct OutputMetadata {
 }
 
 impl OutputMetadata {
-    pub fn for_policy(source: &SourceMetadata, output: &OutputSettings) -> OutputMetadata {
-        let icc = source.icc.clone().filter(|icc| icc.len() >= 128);
+    /// `icc`: the profile colour management chose for the outputs (its pixels' own).
+    pub fn for_policy(
+        source: &SourceMetadata,
+        output: &OutputSettings,
+        icc: Option<Vec<u8>>,
+    ) -> OutputMetadata {
         match output.metadata {
             MetadataPolicy::Strip => OutputMetadata {
                 icc,

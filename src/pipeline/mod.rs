@@ -9,6 +9,8 @@ pub mod settings;
 pub mod sniff;
 
 #[cfg(feature = "codecs")]
+pub mod colour;
+#[cfg(feature = "codecs")]
 pub mod decode;
 #[cfg(feature = "codecs")]
 pub mod encode;
@@ -28,6 +30,7 @@ pub use decode::Probe;
 #[cfg(feature = "codecs")]
 pub use process::{Output, Pipeline, Rendered, Timings};
 pub use settings::{
-    Fit, Limits, MetadataPolicy, OutputFormat, OutputSettings, PipelineSettings, VariantSpec,
+    ColourPolicy, Fit, Limits, MetadataPolicy, OutputFormat, OutputSettings, PipelineSettings,
+    VariantSpec,
 };
 pub use sniff::SourceFormat;

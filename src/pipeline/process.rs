@@ -8,7 +8,7 @@ use super::metadata::OutputMetadata;
 use super::resize::{self, Pixels};
 use super::settings::{self, OutputFormat, PipelineSettings};
 use super::sniff::{self, SourceFormat};
-use super::{decode, encode, geometry, orient};
+use super::{colour, decode, encode, geometry, orient};
 use crate::error::{Error, Result};
 
 /// One encoded output.
@@ -128,7 +128,8 @@ impl Pipeline {
         // Stage spans: children of the caller's span (the worker's per-message trace).
         let decode_span = tracing::info_span!("decode", format = format.as_str()).entered();
         let min_scale = |w, h, o| self.min_decode_scale(w, h, o);
-        let decoded = decode::decode(data, probe, &min_scale, limits)?;
+        let mut decoded = decode::decode(data, probe, &min_scale, limits)?;
+        let output_icc = colour::manage(&mut decoded, self.settings.output.color)?;
         let orientation = decoded.meta.orientation;
         let (up_w, up_h) = orientation.upright_size(decoded.source_width, decoded.source_height);
         let (width, height) = orientation.upright_size(decoded.width, decoded.height);
@@ -150,7 +151,7 @@ impl Pipeline {
             ..Default::default()
         };
         drop(decode_span);
-        let meta = OutputMetadata::for_policy(&decoded.meta, &self.settings.output);
+        let meta = OutputMetadata::for_policy(&decoded.meta, &self.settings.output, output_icc);
         let (sx, sy) = (
             upright.width as f64 / up_w as f64,
             upright.height as f64 / up_h as f64,
@@ -172,7 +173,13 @@ impl Pipeline {
             let t = Instant::now();
             let encode_span =
                 tracing::info_span!("encode", variant = %spec.display_name()).entered();
-            let bytes = encode::encode(&resized, spec.format, spec.quality, &meta)?;
+            let bytes = encode::encode(
+                &resized,
+                spec.format,
+                spec.quality,
+                &self.settings.output.avif,
+                &meta,
+            )?;
             timings.encode += t.elapsed();
             drop(encode_span);
             variants.push(Rendered {

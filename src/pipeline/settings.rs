@@ -26,6 +26,8 @@ pub enum OutputFormat {
     Jpeg,
     Png,
     Webp,
+    /// AV1 in HEIF (libheif's encoder).
+    Avif,
 }
 
 impl OutputFormat {
@@ -34,6 +36,7 @@ impl OutputFormat {
             OutputFormat::Jpeg => "jpg",
             OutputFormat::Png => "png",
             OutputFormat::Webp => "webp",
+            OutputFormat::Avif => "avif",
         }
     }
 
@@ -42,13 +45,26 @@ impl OutputFormat {
             OutputFormat::Jpeg => "image/jpeg",
             OutputFormat::Png => "image/png",
             OutputFormat::Webp => "image/webp",
+            OutputFormat::Avif => "image/avif",
+        }
+    }
+
+    /// The quality a variant gets when it names none. Each format's scale means something
+    /// else; these were chosen with `scripts/bench` (README: output table) to keep SSIM at or
+    /// above sharp's JPEG q80 on the corpus.
+    pub fn default_quality(self) -> u8 {
+        match self {
+            OutputFormat::Jpeg => 80,
+            OutputFormat::Png => 80,
+            OutputFormat::Webp => 80,
+            OutputFormat::Avif => 60,
         }
     }
 }
 
 /// One configured output of every source image.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "VariantToml")]
 pub struct VariantSpec {
     /// Used in `{name}` and logs; defaults to the width (or `h<height>`).
     #[serde(default)]
@@ -61,16 +77,44 @@ pub struct VariantSpec {
     pub fit: Fit,
     #[serde(default)]
     pub format: OutputFormat,
-    /// 1–100; JPEG and WebP only.
-    #[serde(default = "default_quality")]
+    /// 1–100; JPEG, WebP and AVIF. Unset in config: the format's default.
     pub quality: u8,
     /// Allow outputs larger than the source. Off: a 60 px source stays 60 px.
-    #[serde(default)]
     pub enlarge: bool,
 }
 
-fn default_quality() -> u8 {
-    80
+/// [`VariantSpec`] as written in config: `quality` defaults by format.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VariantToml {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    width: Option<u32>,
+    #[serde(default)]
+    height: Option<u32>,
+    #[serde(default)]
+    fit: Fit,
+    #[serde(default)]
+    format: OutputFormat,
+    #[serde(default)]
+    quality: Option<u8>,
+    #[serde(default)]
+    enlarge: bool,
+}
+
+impl From<VariantToml> for VariantSpec {
+    fn from(v: VariantToml) -> Self {
+        VariantSpec {
+            name: v.name,
+            width: v.width,
+            height: v.height,
+            fit: v.fit,
+            format: v.format,
+            quality: v.quality.unwrap_or(v.format.default_quality()),
+            enlarge: v.enlarge,
+        }
+    }
 }
 
 impl VariantSpec {
@@ -81,7 +125,7 @@ impl VariantSpec {
             height: None,
             fit: Fit::Inside,
             format: OutputFormat::Jpeg,
-            quality: default_quality(),
+            quality: OutputFormat::Jpeg.default_quality(),
             enlarge: false,
         }
     }
@@ -167,11 +211,45 @@ impl Default for Limits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum MetadataPolicy {
-    /// Keep only the ICC profile, so colours stay right; drop EXIF, XMP and GPS.
+    /// Drop EXIF, XMP and GPS. (The ICC profile is `output.color`'s business.)
     #[default]
     Strip,
-    /// Keep EXIF (without orientation; GPS only with `keep_gps`), the main XMP packet and ICC.
+    /// Keep EXIF (without orientation; GPS only with `keep_gps`) and the main XMP packet.
     Keep,
+}
+
+/// `output.color`: the colour space of the outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ColourPolicy {
+    /// Convert every source with a profile to sRGB and attach no profile (as imgproxy does).
+    #[default]
+    Srgb,
+    /// Keep an RGB source's pixels and profile when the profile is at most 64 KiB (Display P3
+    /// phone photos stay wide-gamut); convert anything else to sRGB.
+    Keep,
+}
+
+/// `[output.avif]`: how AVIF variants are encoded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AvifSettings {
+    /// The libheif encoder's `speed` (aom: cpu-used 0–9; SVT-AV1: preset 0–13; rav1e: 0–10):
+    /// higher is faster and larger.
+    pub speed: u8,
+    /// The AV1 encoder by libheif id: `aom`, `svt` or `rav1e`, whichever the build linked; the
+    /// highest-priority one built in when this one is not.
+    pub encoder: String,
+}
+
+impl Default for AvifSettings {
+    /// Chosen with `scripts/bench` at thumbnail sizes (README: output formats).
+    fn default() -> Self {
+        AvifSettings {
+            speed: 7,
+            encoder: "aom".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -182,6 +260,8 @@ pub struct OutputSettings {
     pub key_template: String,
     pub metadata: MetadataPolicy,
     pub keep_gps: bool,
+    pub color: ColourPolicy,
+    pub avif: AvifSettings,
     /// Colour that transparent pixels are flattened onto for JPEG output, `#rrggbb`.
     pub background: String,
 }
@@ -192,6 +272,8 @@ impl Default for OutputSettings {
             key_template: "{width}/{key}.{ext}".into(),
             metadata: MetadataPolicy::Strip,
             keep_gps: false,
+            color: ColourPolicy::Srgb,
+            avif: AvifSettings::default(),
             background: "#ffffff".into(),
         }
     }
@@ -299,12 +381,15 @@ impl PipelineSettings {
     /// A stable digest of everything that changes output bytes. Stored on every variant, so a
     /// changed config is never mistaken for "already done".
     pub fn fingerprint(&self) -> String {
+        // v2: colour management, AVIF, the leaner JPEG/WebP encoders.
         let relevant = serde_json::json!({
-            "v": 1,
+            "v": 2,
             "variants": self.variants,
             "template": self.output.key_template,
             "metadata": self.output.metadata,
             "keep_gps": self.output.keep_gps,
+            "color": self.output.color,
+            "avif": self.output.avif,
             "background": self.output.background,
         });
         let text = relevant.to_string();

@@ -2,7 +2,10 @@
 //! shared corpus of real photos (`../shared/corpus` or `RESIZEQ_CORPUS`).
 
 use crate::common::{corpus_dir, fixture};
-use resizeq::pipeline::{MetadataPolicy, OutputFormat, Pipeline, PipelineSettings, VariantSpec};
+
+use resizeq::pipeline::{
+    ColourPolicy, MetadataPolicy, OutputFormat, Pipeline, PipelineSettings, VariantSpec,
+};
 use resizeq::ErrorKind;
 
 fn default_pipeline() -> Pipeline {
@@ -153,7 +156,10 @@ fn grayscale_and_cmyk_jpegs_decode_to_the_right_colours() {
         .process(&fixture("cmyk.jpg"), "c.jpg")
         .unwrap();
     let img = decode_rgba(&out.variants[1].bytes);
-    assert_quad_card(&img, [RED, GREEN, BLUE, BLACK], "Adobe CMYK");
+    // Pure inks (M+Y, C+Y, C+M, K) through the FOGRA39 fallback profile: press red, green,
+    // blue and black, which are far from sRGB's primaries (a naive conversion gives those).
+    let want = colour_reference("../cmyk.jpg", "srgb");
+    assert_quadrants_near(&img, want, LOSSY_DE, "Adobe CMYK without a profile");
     let out = default_pipeline()
         .process(&fixture("gray.jpg"), "g.jpg")
         .unwrap();
@@ -261,13 +267,17 @@ fn exif_of(jpeg: &[u8]) -> Option<exif::Exif> {
 }
 
 #[test]
-fn default_output_strips_exif_xmp_and_gps_but_keeps_icc() {
+fn default_output_strips_exif_xmp_gps_and_the_profile() {
     let out = default_pipeline()
         .process(&fixture("meta.jpg"), "m.jpg")
         .unwrap();
     for v in &out.variants {
         let b = &v.bytes;
-        assert!(contains(b, b"ICC_PROFILE\0"), "ICC kept");
+        // Its sRGB profile says nothing an untagged image does not.
+        assert!(
+            !contains(b, b"ICC_PROFILE\0"),
+            "no ICC under output.color = srgb"
+        );
         for marker in [
             &b"Exif\0\0"[..],
             b"ResizeqTestMake",
@@ -293,13 +303,17 @@ fn default_output_strips_exif_xmp_and_gps_but_keeps_icc() {
 #[test]
 fn keep_policy_keeps_exif_without_gps_orientation_or_extended_xmp() {
     let pipeline = pipeline_with(resizeq::pipeline::settings::default_variants(), |s| {
-        s.output.metadata = MetadataPolicy::Keep
+        s.output.metadata = MetadataPolicy::Keep;
+        s.output.color = ColourPolicy::Keep;
     });
     let out = pipeline.process(&fixture("meta.jpg"), "m.jpg").unwrap();
     let b = &out.variants[1].bytes;
     assert!(contains(b, b"ResizeqTestMake"), "EXIF kept");
     assert!(contains(b, b"RESIZEQ-XMP-MARKER"), "main XMP kept");
-    assert!(contains(b, b"ICC_PROFILE\0"), "ICC kept");
+    assert!(
+        contains(b, b"ICC_PROFILE\0"),
+        "ICC kept (output.color = keep)"
+    );
     assert!(
         !contains(b, b"RESIZEQ-XMPEXT-MARKER"),
         "extended XMP never copied"
@@ -482,17 +496,296 @@ fn every_corpus_photo_yields_both_variants_at_the_expected_size() {
 }
 
 #[test]
-fn corpus_icc_profiles_are_kept() {
+fn corpus_icc_profiles_are_kept_only_under_the_keep_policy() {
     let Some(dir) = corpus_dir() else { return };
-    let pipeline = default_pipeline();
+    let srgb = default_pipeline();
+    let keep = pipeline_with(PipelineSettings::default().variants, |s| {
+        s.output.color = ColourPolicy::Keep;
+    });
     for name in [
         "jpg01_painting-colors.jpg",
         "png01_flowers.png",
         "heic02_arrow.heic",
     ] {
         let data = std::fs::read(dir.join(name)).unwrap();
-        let out = pipeline.process(&data, name).unwrap();
+        let out = srgb.process(&data, name).unwrap();
+        assert!(
+            !contains(&out.variants[0].bytes, b"ICC_PROFILE\0"),
+            "{name}"
+        );
+        let out = keep.process(&data, name).unwrap();
         assert!(contains(&out.variants[0].bytes, b"ICC_PROFILE\0"), "{name}");
         assert!(!contains(&out.variants[0].bytes, b"Exif\0\0"), "{name}");
+    }
+}
+
+// --- Colour management (tests/fixtures/colour, made by make_colour_fixtures.py) -------------
+
+/// sRGB references per fixture, computed with Pillow's ImageCms and cross-checked with jpgicc
+/// by the fixture script.
+fn colour_reference(name: &str, field: &str) -> [[u8; 3]; 4] {
+    let text = String::from_utf8(fixture("colour/reference.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let patches = json[name][field]
+        .as_array()
+        .unwrap_or_else(|| panic!("reference.json has no {name}.{field}"));
+    let mut out = [[0u8; 3]; 4];
+    for (o, p) in out.iter_mut().zip(patches) {
+        for (c, v) in o.iter_mut().zip(p.as_array().unwrap()) {
+            *c = v.as_u64().unwrap() as u8;
+        }
+    }
+    out
+}
+
+/// CIE L*a*b* (D65) of an 8-bit sRGB colour.
+fn lab(rgb: [u8; 3]) -> [f64; 3] {
+    let lin = |c: u8| {
+        let c = c as f64 / 255.0;
+        if c <= 0.04045 {
+            c / 12.92
+        } else {
+            ((c + 0.055) / 1.055).powf(2.4)
+        }
+    };
+    let (r, g, b) = (lin(rgb[0]), lin(rgb[1]), lin(rgb[2]));
+    let x = (0.4124 * r + 0.3576 * g + 0.1805 * b) / 0.95047;
+    let y = 0.2126 * r + 0.7152 * g + 0.0722 * b;
+    let z = (0.0193 * r + 0.1192 * g + 0.9505 * b) / 1.08883;
+    let f = |t: f64| {
+        if t > 216.0 / 24389.0 {
+            t.cbrt()
+        } else {
+            (24389.0 / 27.0 * t + 16.0) / 116.0
+        }
+    };
+    let (fx, fy, fz) = (f(x), f(y), f(z));
+    [116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)]
+}
+
+/// CIE76 colour difference.
+fn delta_e(a: [u8; 3], b: [u8; 3]) -> f64 {
+    let (a, b) = (lab(a), lab(b));
+    ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2)).sqrt()
+}
+
+/// The quadrant centres of `img` within `max_de` of `want` (TL, TR, BL, BR).
+fn assert_quadrants_near(img: &image::RgbaImage, want: [[u8; 3]; 4], max_de: f64, what: &str) {
+    let (w, h) = img.dimensions();
+    let centres = [
+        (w / 4, h / 4),
+        (3 * w / 4, h / 4),
+        (w / 4, 3 * h / 4),
+        (3 * w / 4, 3 * h / 4),
+    ];
+    for ((x, y), want) in centres.into_iter().zip(want) {
+        let px = img.get_pixel(x, y).0;
+        let got = [px[0], px[1], px[2]];
+        let de = delta_e(got, want);
+        assert!(
+            de <= max_de,
+            "{what}: pixel ({x},{y}) is {got:?}, reference {want:?}: ΔE {de:.2} > {max_de}"
+        );
+    }
+}
+
+/// Whether an output carries an ICC profile (JPEG APP2, PNG iCCP, WebP ICCP, AVIF colr).
+fn carries_icc(bytes: &[u8]) -> bool {
+    contains(bytes, b"ICC_PROFILE\0")
+        || contains(bytes, b"iCCP")
+        || contains(bytes, b"ICCP")
+        || contains(bytes, b"colrprof")
+        || contains(bytes, b"colrrICC")
+}
+
+/// One 32 px variant per format: lossless PNG for colour checks, and the lossy formats.
+fn colour_variants() -> Vec<VariantSpec> {
+    [
+        OutputFormat::Png,
+        OutputFormat::Jpeg,
+        OutputFormat::Webp,
+        OutputFormat::Avif,
+    ]
+    .into_iter()
+    .map(|format| {
+        let mut v = VariantSpec::jpeg_width(32);
+        v.format = format;
+        v.quality = format.default_quality();
+        v
+    })
+    .collect()
+}
+
+fn colour_pipeline(policy: ColourPolicy) -> Pipeline {
+    pipeline_with(colour_variants(), |s| {
+        s.output.color = policy;
+        s.output.key_template = "{width}/{key}.{ext}".into();
+    })
+}
+
+/// Lossless output: references hold to ΔE 3 (8-bit LUT rounding, JPEG source coding);
+/// the lossy formats' flat patches to ΔE 6.
+const PNG_DE: f64 = 3.0;
+const LOSSY_DE: f64 = 6.0;
+
+fn check_converted(name: &str, policy: ColourPolicy) {
+    let out = colour_pipeline(policy)
+        .process(&fixture(&format!("colour/{name}")), name)
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let want = colour_reference(name, "srgb");
+    for v in &out.variants {
+        let what = format!("{name} {:?} as {:?}", policy, v.format);
+        assert!(!carries_icc(&v.bytes), "{what}: carries no profile");
+        let img = decode_any(&v.bytes, v.format);
+        assert_eq!(img.dimensions(), (32, 32), "{what}");
+        let de = if v.format == OutputFormat::Png {
+            PNG_DE
+        } else {
+            LOSSY_DE
+        };
+        assert_quadrants_near(&img, want, de, &what);
+    }
+}
+
+#[test]
+fn colour_cmyk_grey_and_p3_sources_are_converted_to_srgb_without_a_profile() {
+    for name in [
+        "cmyk-swop.jpg",
+        "cmyk-adobe.jpg",
+        "gray-gamma18.jpg",
+        "p3.jpg",
+    ] {
+        check_converted(name, ColourPolicy::Srgb);
+    }
+    // `keep` keeps only RGB profiles: CMYK and grey still come out as sRGB.
+    for name in ["cmyk-swop.jpg", "cmyk-adobe.jpg", "gray-gamma18.jpg"] {
+        check_converted(name, ColourPolicy::Keep);
+    }
+}
+
+#[test]
+fn colour_keep_policy_keeps_a_small_rgb_profile_and_its_pixels() {
+    let data = fixture("colour/p3.jpg");
+    let out = colour_pipeline(ColourPolicy::Keep)
+        .process(&data, "p3.jpg")
+        .unwrap();
+    let source = colour_reference("p3.jpg", "source");
+    let p3_profile = {
+        // The source's APP2 payload after the 14-byte ICC_PROFILE header: the same bytes must
+        // be in every output.
+        let at = data
+            .windows(12)
+            .position(|w| w == b"ICC_PROFILE\0")
+            .unwrap();
+        let len = u16::from_be_bytes([data[at - 2], data[at - 1]]) as usize;
+        data[at + 14..at - 2 + len].to_vec()
+    };
+    for v in &out.variants {
+        let what = format!("p3.jpg keep as {:?}", v.format);
+        let attached = if v.format == OutputFormat::Png {
+            // iCCP is deflated: read it back with the png decoder.
+            use image::ImageDecoder;
+            let mut png =
+                image::codecs::png::PngDecoder::new(std::io::Cursor::new(&v.bytes)).unwrap();
+            png.icc_profile().unwrap() == Some(p3_profile.clone())
+        } else {
+            contains(&v.bytes, &p3_profile)
+        };
+        assert!(attached, "{what}: P3 profile attached");
+        let de = if v.format == OutputFormat::Png {
+            PNG_DE
+        } else {
+            LOSSY_DE
+        };
+        assert_quadrants_near(&decode_any(&v.bytes, v.format), source, de, &what);
+    }
+}
+
+#[test]
+fn colour_icc_bomb_and_one_megabyte_profile_give_small_correct_outputs() {
+    for policy in [ColourPolicy::Srgb, ColourPolicy::Keep] {
+        // The 1 MiB profile is too big to keep: converted through it, not attached.
+        check_converted("big-profile.jpg", policy);
+        // The iCCP chunk that inflates to 100 MB is not read: the pixels are taken as sRGB.
+        check_converted("icc-bomb.png", policy);
+    }
+    let pipeline = pipeline_with(default_variants_for_colour(), |_| {});
+    for name in ["big-profile.jpg", "icc-bomb.png"] {
+        let out = pipeline
+            .process(&fixture(&format!("colour/{name}")), name)
+            .unwrap();
+        for v in &out.variants {
+            assert!(
+                v.bytes.len() < 10_000,
+                "{name} {}: {} bytes",
+                v.name,
+                v.bytes.len()
+            );
+        }
+    }
+}
+
+fn default_variants_for_colour() -> Vec<VariantSpec> {
+    PipelineSettings::default().variants
+}
+
+#[test]
+fn colour_foreign_and_unparsable_profiles_are_ignored() {
+    for policy in [ColourPolicy::Srgb, ColourPolicy::Keep] {
+        // An RGB JPEG tagged with a CMYK profile, and one whose profile is junk: the image
+        // renders, the profile is neither applied nor attached.
+        check_converted("rgb-cmyk-profile.jpg", policy);
+        check_converted("bad-profile.jpg", policy);
+    }
+}
+
+/// Decodes an output with a decoder independent of the one that wrote it: image's
+/// zune-jpeg / png / image-webp, and libavif's `avifdec` (its own container parser) for AVIF.
+fn decode_any(bytes: &[u8], format: OutputFormat) -> image::RgbaImage {
+    if format != OutputFormat::Avif {
+        return decode_rgba(bytes);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("in.avif"), dir.path().join("out.png"));
+    std::fs::write(&src, bytes).unwrap();
+    let status = std::process::Command::new("avifdec")
+        .arg(&src)
+        .arg(&dst)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("avifdec (apt libavif-bin, installed by scripts/deps.sh) runs");
+    assert!(status.success(), "avifdec decodes the AVIF output");
+    decode_rgba(&std::fs::read(&dst).unwrap())
+}
+
+#[test]
+fn avif_and_webp_variants_decode_independently_at_the_right_size() {
+    let mut variants = Vec::new();
+    for format in [OutputFormat::Jpeg, OutputFormat::Webp, OutputFormat::Avif] {
+        for width in [80, 500] {
+            let mut v = VariantSpec::jpeg_width(width);
+            v.format = format;
+            v.quality = format.default_quality();
+            variants.push(v);
+        }
+    }
+    let pipeline = pipeline_with(variants, |_| {});
+    let out = pipeline
+        .process(&fixture("small-60x40.jpg"), "s.jpg")
+        .unwrap();
+    assert_eq!(out.variants.len(), 6);
+    for v in &out.variants {
+        let img = decode_any(&v.bytes, v.format);
+        assert_eq!(img.dimensions(), (60, 40), "{} {:?}", v.name, v.format);
+        assert_eq!(v.key, format!("{}/s.jpg.{}", v.name, v.format.extension()));
+    }
+    let types: Vec<_> = out.variants.iter().map(|v| v.content_type()).collect();
+    assert!(types.contains(&"image/avif") && types.contains(&"image/webp"));
+    // A larger source, so both sizes differ: the orientation fixture upright is 48x32.
+    let out = pipeline.process(&fixture("orient-6.jpg"), "o.jpg").unwrap();
+    for v in &out.variants {
+        let img = decode_any(&v.bytes, v.format);
+        assert_eq!(img.dimensions(), (48, 32), "{} {:?}", v.name, v.format);
+        assert_quad_card(&img, [RED, GREEN, BLUE, WHITE], &format!("{:?}", v.format));
     }
 }

@@ -1,10 +1,11 @@
 use super::{check_limits, Decoded, Dimensions};
 use crate::error::{Error, Result};
+use crate::pipeline::colour::{self, PixelModel};
 use crate::pipeline::metadata::SourceMetadata;
 use crate::pipeline::orient::Orientation;
 use crate::pipeline::resize::PixelData;
 use crate::pipeline::settings::Limits;
-use libheif_rs::{ColorSpace, HeifContext, LibHeif, RgbChroma, SecurityLimits};
+use libheif_rs::{ColorPrimaries, ColorSpace, HeifContext, LibHeif, RgbChroma, SecurityLimits};
 
 fn corrupt(e: libheif_rs::HeifError) -> Error {
     Error::corrupt(format!("HEIF: {}", e.message))
@@ -65,11 +66,30 @@ pub fn decode(data: &[u8], limits: &Limits) -> Result<Decoded> {
         }
         pixels.into()
     };
+    let icc = handle
+        .color_profile_raw()
+        .map(|p| p.data)
+        .filter(|d| !d.is_empty())
+        .or_else(|| {
+            // No ICC: the nclx box's primaries and transfer say what the RGB means.
+            let nclx = handle.color_profile_nclx()?;
+            if matches!(
+                nclx.color_primaries(),
+                ColorPrimaries::Unspecified | ColorPrimaries::Unknown
+            ) {
+                return None;
+            }
+            let xy = |x: f32, y: f32| (x as f64, y as f64);
+            let primaries = colour::Primaries {
+                red: xy(nclx.color_primary_red_x(), nclx.color_primary_red_y()),
+                green: xy(nclx.color_primary_green_x(), nclx.color_primary_green_y()),
+                blue: xy(nclx.color_primary_blue_x(), nclx.color_primary_blue_y()),
+                white: xy(nclx.color_primary_white_x(), nclx.color_primary_white_y()),
+            };
+            colour::profile_from_nclx(primaries, nclx.transfer_characteristics() as u32)
+        });
     let mut meta = SourceMetadata {
-        icc: handle
-            .color_profile_raw()
-            .map(|p| p.data)
-            .filter(|d| !d.is_empty()),
+        icc,
         ..Default::default()
     };
     // HEIF's EXIF item starts with a 4-byte offset to the TIFF header. Its orientation
@@ -91,6 +111,7 @@ pub fn decode(data: &[u8], limits: &Limits) -> Result<Decoded> {
         width,
         height,
         channels,
+        model: PixelModel::Rgb,
         source_width: w,
         source_height: h,
         meta,

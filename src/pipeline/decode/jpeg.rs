@@ -1,5 +1,6 @@
 use super::{progressive, Decoded, Dimensions, MinScale};
 use crate::error::{Error, Result};
+use crate::pipeline::colour::PixelModel;
 use crate::pipeline::metadata::{self, SourceMetadata};
 use turbojpeg::{Colorspace, Decompressor, PixelFormat, ScalingFactor};
 
@@ -89,35 +90,20 @@ pub fn decode(data: &[u8], header: Header, min_scale: MinScale) -> Result<Decode
         .flatten();
     d.decompress(dc_only.as_deref().unwrap_or(data), image.as_deref_mut())
         .map_err(corrupt)?;
-    let pixels = if cmyk {
-        cmyk_to_rgb(&image.pixels, adobe)
-    } else {
-        image.pixels
-    }
-    .into();
+    // CMYK stays CMYK here: colour::manage converts it through its profile.
+    let model = match header.colorspace {
+        Colorspace::CMYK | Colorspace::YCCK => PixelModel::Cmyk { inverted: adobe },
+        Colorspace::Gray => PixelModel::Gray,
+        _ => PixelModel::Rgb,
+    };
     Ok(Decoded {
-        pixels,
+        pixels: image.pixels.into(),
         width: scaled.width as u32,
         height: scaled.height as u32,
-        channels: 3,
+        channels: format.size() as u8,
+        model,
         source_width: w,
         source_height: h,
         meta,
     })
-}
-
-/// Adobe writes CMYK inverted (0 = full ink); others write it plain. No colour management:
-/// CMYK uploads are rare and this keeps them recognisable.
-fn cmyk_to_rgb(cmyk: &[u8], inverted: bool) -> Vec<u8> {
-    let mut rgb = Vec::with_capacity(cmyk.len() / 4 * 3);
-    for px in cmyk.chunks_exact(4) {
-        let [c, m, y, k] = if inverted {
-            [px[0], px[1], px[2], px[3]]
-        } else {
-            [255 - px[0], 255 - px[1], 255 - px[2], 255 - px[3]]
-        };
-        let mul = |a: u8| ((a as u16 * k as u16 + 127) / 255) as u8;
-        rgb.extend_from_slice(&[mul(c), mul(m), mul(y)]);
-    }
-    rgb
 }

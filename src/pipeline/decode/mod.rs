@@ -10,6 +10,7 @@ mod progressive;
 mod raster;
 mod webp;
 
+use super::colour::PixelModel;
 use super::metadata::SourceMetadata;
 use super::orient::Orientation;
 use super::resize::PixelData;
@@ -23,8 +24,10 @@ pub struct Decoded {
     pub pixels: PixelData,
     pub width: u32,
     pub height: u32,
-    /// 3 (RGB) or 4 (RGBA).
+    /// 3 (RGB) or 4 (RGBA, or CMYK when `model` says so).
     pub channels: u8,
+    /// What the channels hold; [`colour::manage`](super::colour::manage) makes it RGB.
+    pub model: PixelModel,
     /// Size of the full-resolution source (stored orientation), before any shrink-on-load.
     pub source_width: u32,
     pub source_height: u32,

@@ -2,6 +2,7 @@ use std::io::Cursor;
 
 use super::{Decoded, Dimensions};
 use crate::error::{Error, Result};
+use crate::pipeline::colour::{PixelModel, MAX_ICC_BYTES};
 use crate::pipeline::metadata::SourceMetadata;
 use crate::pipeline::orient::Orientation;
 use crate::pipeline::settings::Limits;
@@ -67,11 +68,30 @@ fn reader<'a>(
 
 /// Decodes a source whose probed size passed the limits.
 pub fn decode(data: &[u8], format: SourceFormat, limits: &Limits) -> Result<Decoded> {
+    // The png crate inflates iCCP whole, up to the image's whole allocation limit (a 104 KB
+    // chunk can hold 100 MB): read the profile ourselves, bounded, and hide the chunk.
+    let without_iccp;
+    let (data, png_icc) = match png_iccp(data).filter(|_| format == SourceFormat::Png) {
+        Some((chunk, icc)) => {
+            without_iccp = [&data[..chunk.start], &data[chunk.end..]].concat();
+            (&without_iccp[..], Some(icc))
+        }
+        None => (data, None),
+    };
     let mut decoder = reader(data, format, limits)?
         .into_decoder()
         .map_err(|e| corrupt(format, e))?;
+    let icc = match png_icc {
+        Some(icc) => icc,
+        None => decoder.icc_profile().ok().flatten(),
+    };
+    use image::ColorType;
+    let model = match decoder.color_type() {
+        ColorType::L8 | ColorType::La8 | ColorType::L16 | ColorType::La16 => PixelModel::Gray,
+        _ => PixelModel::Rgb,
+    };
     let mut meta = SourceMetadata {
-        icc: decoder.icc_profile().ok().flatten(),
+        icc,
         exif: decoder.exif_metadata().ok().flatten(),
         ..Default::default()
     };
@@ -93,10 +113,51 @@ pub fn decode(data: &[u8], format: SourceFormat, limits: &Limits) -> Result<Deco
         width,
         height,
         channels,
+        model,
         source_width: width,
         source_height: height,
         meta,
     })
+}
+
+/// The byte range of a PNG's iCCP chunk (before IDAT) and its profile, inflated to at most
+/// [`MAX_ICC_BYTES`] (`None` past that, or if the stream is broken: no profile).
+fn png_iccp(data: &[u8]) -> Option<(std::ops::Range<usize>, Option<Vec<u8>>)> {
+    let mut pos = 8;
+    while pos + 12 <= data.len() {
+        let len =
+            u32::from_be_bytes([data[pos], data[pos + 1], data[pos + 2], data[pos + 3]]) as usize;
+        let kind = &data[pos + 4..pos + 8];
+        let end = pos.saturating_add(12).saturating_add(len);
+        if kind == b"IDAT" || end > data.len() {
+            return None;
+        }
+        if kind == b"iCCP" {
+            let payload = &data[pos + 8..pos + 8 + len];
+            // Profile name, NUL, compression method (0), then the zlib stream.
+            let stream = payload
+                .iter()
+                .position(|&b| b == 0)
+                .and_then(|nul| payload.get(nul + 2..));
+            let icc = stream.and_then(|s| {
+                fdeflate::decompress_to_vec_bounded(s, MAX_ICC_BYTES)
+                    .map_err(|e| {
+                        tracing::warn!(
+                            "PNG iCCP profile not read ({}): ignored",
+                            match e {
+                                fdeflate::BoundedDecompressionError::OutputTooLarge { .. } =>
+                                    format!("inflates past {MAX_ICC_BYTES} bytes"),
+                                _ => "corrupt zlib stream".to_string(),
+                            }
+                        )
+                    })
+                    .ok()
+            });
+            return Some((pos..end, icc));
+        }
+        pos = end;
+    }
+    None
 }
 
 /// IHDR is always the first chunk; read it directly so a hostile size never reaches a

@@ -1,5 +1,6 @@
 use super::{Decoded, Dimensions, MinScale};
 use crate::error::{Error, Result};
+use crate::pipeline::colour::PixelModel;
 use crate::pipeline::metadata::{self, SourceMetadata};
 use libwebp_sys as sys;
 
@@ -88,6 +89,7 @@ pub fn decode(data: &[u8], header: Header, min_scale: MinScale) -> Result<Decode
         width: sw,
         height: sh,
         channels,
+        model: PixelModel::Rgb,
         source_width: probe.width,
         source_height: probe.height,
         meta,
@@ -127,6 +129,7 @@ fn decode_first_frame(data: &[u8], probe: Dimensions, meta: SourceMetadata) -> R
             width: probe.width,
             height: probe.height,
             channels: 4,
+            model: PixelModel::Rgb,
             source_width: probe.width,
             source_height: probe.height,
             meta,
