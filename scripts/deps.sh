@@ -6,25 +6,19 @@
 # avifdec, the independent AVIF decoder tests/pipeline.rs checks AVIF outputs with.
 # (lcms2 is built from the crate's bundled source: no liblcms2-dev.)
 resizeq_install_build_deps() {
-  local packages=(cmake nasm pkg-config g++ libde265-dev libdav1d-dev libaom-dev libavif-bin)
-  local missing=() p
-  for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-  done
-  ((${#missing[@]} == 0)) && return 0
-  local sudo_cmd=()
-  [[ $(id -u) -ne 0 ]] && sudo_cmd=(sudo)
-  printf '==> installing apt packages: %s\n' "${missing[*]}"
-  "${sudo_cmd[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  resizeq_apt_install cmake nasm pkg-config g++ libde265-dev libdav1d-dev libaom-dev libavif-bin
 }
 
 # The test suite's own packages: chromium for the browser upload test (tests/it/presign.rs, driven
 # through Playwright's Python client from scripts/browser.sh).
 resizeq_install_test_deps() {
-  local packages=(chromium)
+  resizeq_apt_install chromium
+}
+
+# Installs those of the named packages that are missing (apt-get update only then).
+resizeq_apt_install() {
   local missing=() p
-  for p in "${packages[@]}"; do
+  for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   ((${#missing[@]} == 0)) && return 0
