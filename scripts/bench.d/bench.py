@@ -468,7 +468,7 @@ def build_report(
     # Per-file table: median ms always; SSIM unless --no-ssim.
     with_ssim = ssim_rows is not None
     with_split = any(rq.extra.values())
-    split_keys = next((list(e) for e in rq.extra.values() if e), [])
+    split_keys = next(([k for k in STAGES if k in e] for e in rq.extra.values() if e), [])
     add(
         "## Per file"
         + (

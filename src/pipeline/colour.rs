@@ -348,6 +348,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn nclx_p3_becomes_a_profile_and_nclx_srgb_needs_none() {
+        let p3 = Primaries {
+            red: (0.680, 0.320),
+            green: (0.265, 0.690),
+            blue: (0.150, 0.060),
+            white: (0.3127, 0.3290),
+        };
+        let icc = profile_from_nclx(p3, 13).expect("a P3 profile");
+        let profile = Profile::new_icc(&icc).unwrap();
+        assert_eq!(profile.color_space(), ColorSpaceSignature::RgbData);
+        assert!(!is_srgb(&profile));
+        let bt709 = Primaries {
+            red: (0.64, 0.33),
+            green: (0.30, 0.60),
+            blue: (0.15, 0.06),
+            ..p3
+        };
+        assert!(profile_from_nclx(bt709, 13).is_none());
+        assert!(profile_from_nclx(p3, 16).is_none(), "PQ is not handled");
+    }
+
+    #[test]
     fn the_fallback_cmyk_profile_parses_as_cmyk() {
         let p = fallback_cmyk().unwrap();
         assert_eq!(p.color_space(), ColorSpaceSignature::CmykData);

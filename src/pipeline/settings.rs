@@ -56,8 +56,8 @@ impl OutputFormat {
         match self {
             OutputFormat::Jpeg => 80,
             OutputFormat::Png => 80,
-            OutputFormat::Webp => 80,
-            OutputFormat::Avif => 60,
+            OutputFormat::Webp => 85,
+            OutputFormat::Avif => 70,
         }
     }
 }
@@ -246,7 +246,7 @@ impl Default for AvifSettings {
     /// Chosen with `scripts/bench` at thumbnail sizes (README: output formats).
     fn default() -> Self {
         AvifSettings {
-            speed: 7,
+            speed: 8,
             encoder: "aom".into(),
         }
     }
