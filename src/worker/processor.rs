@@ -128,9 +128,7 @@ impl<S: Store> Processor<S> {
         // With the event's ETag, a HEAD of each variant can skip the GET. Without one (local
         // mode, hand-made events) the GET itself tells the ETag: one read of the object.
         if let Some(etag) = &event.etag {
-            let current = self.variants_current(&destination, &keys, etag, fingerprint);
-            if telemetry::timed("head", current).await? {
-                info!("variants already current");
+            if self.variants_current(&destination, &keys, etag).await? {
                 return Ok(RecordOutcome::Skipped);
             }
         }
@@ -144,12 +142,12 @@ impl<S: Store> Processor<S> {
                 return Ok(RecordOutcome::Superseded);
             }
         };
-        if event.etag.is_none() {
-            let current = self.variants_current(&destination, &keys, &source_etag, fingerprint);
-            if telemetry::timed("head", current).await? {
-                info!("variants already current");
-                return Ok(RecordOutcome::Skipped);
-            }
+        if event.etag.is_none()
+            && self
+                .variants_current(&destination, &keys, &source_etag)
+                .await?
+        {
+            return Ok(RecordOutcome::Skipped);
         }
 
         let source_bytes = bytes.len();
@@ -184,26 +182,29 @@ impl<S: Store> Processor<S> {
         Ok(RecordOutcome::Processed)
     }
 
-    /// Whether every variant exists and was made from `etag` with this config.
-    async fn variants_current(
-        &self,
-        bucket: &str,
-        keys: &[String],
-        etag: &ETag,
-        fingerprint: &str,
-    ) -> Result<bool> {
-        for key in keys {
-            let Some(info) = self.store.head(bucket, key).await? else {
-                return Ok(false);
-            };
-            let made_from = info.metadata.get(META_SOURCE_ETAG).map(String::as_str);
-            let current = made_from.is_some_and(|e| *etag == *e)
-                && info.metadata.get(META_CONFIG).map(String::as_str) == Some(fingerprint);
-            if !current {
-                return Ok(false);
+    /// Whether every variant exists and was made from `etag` with this config (a HEAD of
+    /// each, timed as the `head` stage).
+    async fn variants_current(&self, bucket: &str, keys: &[String], etag: &ETag) -> Result<bool> {
+        let fingerprint = self.pipeline.fingerprint();
+        let heads = async {
+            for key in keys {
+                let Some(info) = self.store.head(bucket, key).await? else {
+                    return Ok(false);
+                };
+                let made_from = info.metadata.get(META_SOURCE_ETAG).map(String::as_str);
+                let current = made_from.is_some_and(|e| *etag == *e)
+                    && info.metadata.get(META_CONFIG).map(String::as_str) == Some(fingerprint);
+                if !current {
+                    return Ok(false);
+                }
             }
+            Ok(true)
+        };
+        let current = telemetry::timed("head", heads).await?;
+        if current {
+            info!("variants already current");
         }
-        Ok(true)
+        Ok(current)
     }
 
     /// Runs the pipeline off the async threads, within the CPU pool and the memory budget.
