@@ -42,6 +42,8 @@ pub struct Config {
     pub worker: WorkerConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub lifecycle: LifecycleConfig,
     /// The sidecar's section: both binaries read one file, each ignores the other's keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub presign: Option<figment::value::Value>,
@@ -59,6 +61,7 @@ impl Default for Config {
             filters: Filters::default(),
             worker: WorkerConfig::default(),
             metrics: MetricsConfig::default(),
+            lifecycle: LifecycleConfig::default(),
             presign: None,
         }
     }
@@ -141,6 +144,23 @@ impl DestinationConfig {
         self.bucket
             .clone()
             .unwrap_or_else(|| format!("{source_bucket}-resized"))
+    }
+}
+
+/// What happens to variants when their source goes away.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LifecycleConfig {
+    /// On `ObjectRemoved` events (and when a source is overwritten by something that is not
+    /// an image), delete the variants made from it.
+    pub delete_variants: bool,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        LifecycleConfig {
+            delete_variants: true,
+        }
     }
 }
 

@@ -94,6 +94,7 @@ pub async fn run_queue(config: &Config, mode: Mode, shutdown: CancellationToken)
     info!(
         received = s.get(&s.received),
         processed = s.get(&s.processed),
+        deleted = s.get(&s.deleted),
         skipped = s.get(&s.skipped),
         superseded = s.get(&s.superseded),
         ignored = s.get(&s.ignored),

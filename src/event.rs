@@ -1,6 +1,6 @@
 //! What a queue message says happened: S3 event notifications (direct, inside an SNS
-//! notification, or as EventBridge "Object Created"), and the `s3:TestEvent` S3 sends when a
-//! notification is configured. Anything else is poison.
+//! notification, or as EventBridge "Object Created" / "Object Deleted"), and the
+//! `s3:TestEvent` S3 sends when a notification is configured. Anything else is poison.
 
 use serde_json::Value;
 
@@ -107,12 +107,88 @@ impl ObjectCreated {
     }
 }
 
+/// One object that was removed: deleted, hidden by a delete marker, or expired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectRemoved {
+    pub bucket: String,
+    /// Decoded, as [`ObjectCreated::key`].
+    pub key: String,
+    pub sequencer: Option<String>,
+    pub version_id: Option<String>,
+    pub event_time: Option<String>,
+}
+
+impl ObjectRemoved {
+    pub fn new(bucket: &str, key: &str) -> ObjectRemoved {
+        ObjectRemoved {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            sequencer: None,
+            version_id: None,
+            event_time: None,
+        }
+    }
+}
+
+/// What happened to one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObjectEvent {
+    Created(ObjectCreated),
+    Removed(ObjectRemoved),
+}
+
+impl ObjectEvent {
+    pub fn bucket(&self) -> &str {
+        match self {
+            ObjectEvent::Created(e) => &e.bucket,
+            ObjectEvent::Removed(e) => &e.bucket,
+        }
+    }
+
+    pub fn key(&self) -> &str {
+        match self {
+            ObjectEvent::Created(e) => &e.key,
+            ObjectEvent::Removed(e) => &e.key,
+        }
+    }
+}
+
+impl From<ObjectCreated> for ObjectEvent {
+    fn from(event: ObjectCreated) -> ObjectEvent {
+        ObjectEvent::Created(event)
+    }
+}
+
+impl From<ObjectRemoved> for ObjectEvent {
+    fn from(event: ObjectRemoved) -> ObjectEvent {
+        ObjectEvent::Removed(event)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Parsed {
     /// `s3:TestEvent`: acknowledge and ignore.
     Test,
-    /// Zero or more created objects (other event types in the message are left out).
-    Created(Vec<ObjectCreated>),
+    /// The message's records in order (event types other than created and removed are left
+    /// out). A record that cannot be read is an error in its place, so that one bad record
+    /// does not strand the others.
+    Records(Vec<Result<ObjectEvent>>),
+}
+
+impl Parsed {
+    /// The created objects among the readable records (backfill, `dlq peek`).
+    pub fn created(&self) -> Vec<&ObjectCreated> {
+        match self {
+            Parsed::Test => Vec::new(),
+            Parsed::Records(records) => records
+                .iter()
+                .filter_map(|r| match r {
+                    Ok(ObjectEvent::Created(e)) => Some(e),
+                    _ => None,
+                })
+                .collect(),
+        }
+    }
 }
 
 fn poison(reason: impl Into<String>) -> Error {
@@ -134,15 +210,16 @@ fn parse_value(value: &Value, depth: u8) -> Result<Parsed> {
         let records = records
             .as_array()
             .ok_or_else(|| poison("`Records` is not an array"))?;
-        let mut created = Vec::new();
-        for (i, record) in records.iter().enumerate() {
-            if let Some(event) =
-                s3_record(record).map_err(|e| e.context(format!("Records[{i}]")))?
-            {
-                created.push(event);
-            }
-        }
-        return Ok(Parsed::Created(created));
+        let parsed = records
+            .iter()
+            .enumerate()
+            .filter_map(|(i, record)| {
+                s3_record(record)
+                    .map_err(|e| e.context(format!("Records[{i}]")))
+                    .transpose()
+            })
+            .collect();
+        return Ok(Parsed::Records(parsed));
     }
     // SNS: {"Type":"Notification","Message":"<the S3 event as a JSON string>"}.
     if value.get("Type").and_then(Value::as_str) == Some("Notification") && depth == 0 {
@@ -164,13 +241,37 @@ fn parse_value(value: &Value, depth: u8) -> Result<Parsed> {
     ))
 }
 
-/// One record of an S3 event notification; `None` for events other than ObjectCreated.
-fn s3_record(record: &Value) -> Result<Option<ObjectCreated>> {
-    if let Some(name) = record.get("eventName").and_then(Value::as_str) {
-        if !name.starts_with("ObjectCreated:") {
-            return Ok(None);
-        }
+/// What an S3 `eventName` is about.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Created,
+    Removed,
+}
+
+/// `ObjectCreated:*`, and `ObjectRemoved:*` / `LifecycleExpiration:*` (an expired object is
+/// as gone as a deleted one); `None` for the other event types (restores, replication…).
+fn change_of(event_name: &str) -> Option<Change> {
+    if event_name.starts_with("ObjectCreated:") {
+        Some(Change::Created)
+    } else if event_name.starts_with("ObjectRemoved:")
+        || event_name.starts_with("LifecycleExpiration:")
+    {
+        Some(Change::Removed)
+    } else {
+        None
     }
+}
+
+/// One record of an S3 event notification; `None` for event types we do not act on. A record
+/// without an `eventName` is taken as a created object (hand-made events).
+fn s3_record(record: &Value) -> Result<Option<ObjectEvent>> {
+    let change = match record.get("eventName").and_then(Value::as_str) {
+        Some(name) => match change_of(name) {
+            Some(change) => change,
+            None => return Ok(None),
+        },
+        None => Change::Created,
+    };
     let s3 = record
         .get("s3")
         .ok_or_else(|| poison("record without `s3`"))?;
@@ -184,7 +285,16 @@ fn s3_record(record: &Value) -> Result<Option<ObjectCreated>> {
         ))
     })?;
     let object = &s3["object"];
-    Ok(Some(ObjectCreated {
+    if change == Change::Removed {
+        return Ok(Some(ObjectEvent::Removed(ObjectRemoved {
+            bucket: bucket.to_string(),
+            key,
+            sequencer: text(object, "sequencer"),
+            version_id: text(object, "versionId"),
+            event_time: text(record, "eventTime"),
+        })));
+    }
+    Ok(Some(ObjectEvent::Created(ObjectCreated {
         bucket: bucket.to_string(),
         key,
         etag: text(object, "eTag").map(|e| ETag::new(&e)),
@@ -192,15 +302,18 @@ fn s3_record(record: &Value) -> Result<Option<ObjectCreated>> {
         sequencer: text(object, "sequencer"),
         version_id: text(object, "versionId"),
         event_time: text(record, "eventTime"),
-    }))
+    })))
 }
 
-/// EventBridge "Object Created": keys are plain there, not form-encoded (a published real
-/// event carries `:` as it is, where an S3 notification would send `%3A`).
+/// EventBridge "Object Created" and "Object Deleted" (deletes, delete markers and lifecycle
+/// expirations alike): keys are plain there, not form-encoded (a published real event carries
+/// `:` as it is, where an S3 notification would send `%3A`).
 fn eventbridge(value: &Value) -> Result<Parsed> {
-    if value.get("detail-type").and_then(Value::as_str) != Some("Object Created") {
-        return Ok(Parsed::Created(Vec::new()));
-    }
+    let change = match value.get("detail-type").and_then(Value::as_str) {
+        Some("Object Created") => Change::Created,
+        Some("Object Deleted") => Change::Removed,
+        _ => return Ok(Parsed::Records(Vec::new())),
+    };
     let detail = value
         .get("detail")
         .ok_or_else(|| poison("EventBridge event without `detail`"))?;
@@ -209,15 +322,25 @@ fn eventbridge(value: &Value) -> Result<Parsed> {
     let key = str_at(detail, &["object", "key"])
         .ok_or_else(|| poison("EventBridge event without `detail.object.key`"))?;
     let object = &detail["object"];
-    Ok(Parsed::Created(vec![ObjectCreated {
-        bucket: bucket.to_string(),
-        key: key.to_string(),
-        etag: text(object, "etag").map(|e| ETag::new(&e)),
-        size: object.get("size").and_then(Value::as_u64),
-        sequencer: text(object, "sequencer"),
-        version_id: text(object, "version-id"),
-        event_time: text(value, "time"),
-    }]))
+    let event = match change {
+        Change::Created => ObjectEvent::Created(ObjectCreated {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            etag: text(object, "etag").map(|e| ETag::new(&e)),
+            size: object.get("size").and_then(Value::as_u64),
+            sequencer: text(object, "sequencer"),
+            version_id: text(object, "version-id"),
+            event_time: text(value, "time"),
+        }),
+        Change::Removed => ObjectEvent::Removed(ObjectRemoved {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            sequencer: text(object, "sequencer"),
+            version_id: text(object, "version-id"),
+            event_time: text(value, "time"),
+        }),
+    };
+    Ok(Parsed::Records(vec![Ok(event)]))
 }
 
 /// An optional string field (S3 and EventBridge spell the same fields differently).
@@ -262,11 +385,24 @@ pub fn s3_notification(bucket: &str, key: &str, etag: Option<&str>, size: Option
     if let Some(size) = size {
         object["size"] = size.into();
     }
+    notification("ObjectCreated:Put", bucket, object)
+}
+
+/// The body of an S3 `ObjectRemoved:Delete` notification (tests).
+pub fn s3_removed_notification(bucket: &str, key: &str, sequencer: Option<&str>) -> String {
+    let mut object = serde_json::json!({ "key": form_encode(key) });
+    if let Some(sequencer) = sequencer {
+        object["sequencer"] = sequencer.into();
+    }
+    notification("ObjectRemoved:Delete", bucket, object)
+}
+
+fn notification(event_name: &str, bucket: &str, object: Value) -> String {
     serde_json::json!({
         "Records": [{
             "eventVersion": "2.1",
             "eventSource": "aws:s3",
-            "eventName": "ObjectCreated:Put",
+            "eventName": event_name,
             "s3": { "bucket": { "name": bucket }, "object": object },
         }]
     })
@@ -292,6 +428,20 @@ pub fn form_encode(s: &str) -> String {
 mod tests {
     use super::*;
 
+    /// The created objects of a body whose every record reads.
+    fn created(body: &str) -> Vec<ObjectCreated> {
+        match parse(body).unwrap() {
+            Parsed::Records(records) => records
+                .into_iter()
+                .map(|r| match r.unwrap() {
+                    ObjectEvent::Created(e) => e,
+                    other => panic!("not a created object: {other:?}"),
+                })
+                .collect(),
+            Parsed::Test => panic!("a test event"),
+        }
+    }
+
     const S3_EVENT: &str = r#"{"Records":[{"eventVersion":"2.1","eventSource":"aws:s3","awsRegion":"us-east-1",
       "eventTime":"2024-05-01T12:00:00.000Z","eventName":"ObjectCreated:Put",
       "s3":{"bucket":{"name":"photos"},"object":{"key":"a+b%2Bc/%C3%A9t%C3%A9.jpg","size":1234,
@@ -299,9 +449,7 @@ mod tests {
 
     #[test]
     fn s3_notification_keys_are_form_decoded() {
-        let Parsed::Created(events) = parse(S3_EVENT).unwrap() else {
-            panic!()
-        };
+        let events = created(S3_EVENT);
         assert_eq!(events.len(), 1);
         let e = &events[0];
         assert_eq!(e.bucket, "photos");
@@ -316,9 +464,7 @@ mod tests {
     #[test]
     fn only_bucket_and_key_are_required() {
         let body = r#"{"Records":[{"s3":{"bucket":{"name":"b"},"object":{"key":"k"}}}]}"#;
-        let Parsed::Created(events) = parse(body).unwrap() else {
-            panic!()
-        };
+        let events = created(body);
         assert_eq!(events[0].key, "k");
         assert_eq!(events[0].etag, None);
     }
@@ -332,9 +478,7 @@ mod tests {
     #[test]
     fn sns_envelope_is_unwrapped() {
         let body = serde_json::json!({"Type":"Notification","MessageId":"m","TopicArn":"arn:aws:sns:us-east-1:1:t","Message": S3_EVENT}).to_string();
-        let Parsed::Created(events) = parse(&body).unwrap() else {
-            panic!()
-        };
+        let events = created(&body);
         assert_eq!(events[0].key, "a b+c/été.jpg");
     }
 
@@ -342,9 +486,7 @@ mod tests {
     fn eventbridge_object_created_is_understood() {
         let body = r#"{"version":"0","id":"1","detail-type":"Object Created","source":"aws.s3","time":"2024-05-01T12:00:00Z",
           "detail":{"version":"0","bucket":{"name":"photos"},"object":{"key":"a b.jpg","size":5,"etag":"e1","sequencer":"s","version-id":"v"},"reason":"PutObject"}}"#;
-        let Parsed::Created(events) = parse(body).unwrap() else {
-            panic!()
-        };
+        let events = created(body);
         assert_eq!(events[0].key, "a b.jpg");
         assert_eq!(events[0].etag, Some(ETag::new("e1")));
         assert_eq!(
@@ -355,22 +497,81 @@ mod tests {
 
     #[test]
     fn other_event_types_are_left_out() {
-        let body = r#"{"Records":[{"eventName":"ObjectRemoved:Delete","s3":{"bucket":{"name":"b"},"object":{"key":"k"}}}]}"#;
-        assert_eq!(parse(body).unwrap(), Parsed::Created(vec![]));
+        let body = r#"{"Records":[{"eventName":"ObjectRestore:Completed","s3":{"bucket":{"name":"b"},"object":{"key":"k"}}}]}"#;
+        assert_eq!(parse(body).unwrap(), Parsed::Records(vec![]));
+        let body = r#"{"version":"0","detail-type":"Object Restore Completed","source":"aws.s3","detail":{}}"#;
+        assert_eq!(parse(body).unwrap(), Parsed::Records(vec![]));
+    }
+
+    #[test]
+    fn removals_are_understood_in_every_envelope() {
+        let removed = |name: &str| {
+            format!(
+                r#"{{"Records":[{{"eventName":"{name}","eventTime":"2024-05-01T12:00:00.000Z","s3":{{"bucket":{{"name":"photos"}},
+                  "object":{{"key":"a+b.jpg","sequencer":"0A","versionId":"v2"}}}}}}]}}"#
+            )
+        };
+        let want = ObjectEvent::Removed(ObjectRemoved {
+            bucket: "photos".into(),
+            key: "a b.jpg".into(),
+            sequencer: Some("0A".into()),
+            version_id: Some("v2".into()),
+            event_time: Some("2024-05-01T12:00:00.000Z".into()),
+        });
+        for name in [
+            "ObjectRemoved:Delete",
+            "ObjectRemoved:DeleteMarkerCreated",
+            "LifecycleExpiration:Delete",
+        ] {
+            let body = removed(name);
+            assert_eq!(
+                parse(&body).unwrap(),
+                Parsed::Records(vec![Ok(want.clone())])
+            );
+            let sns = serde_json::json!({"Type":"Notification","Message": body}).to_string();
+            assert_eq!(
+                parse(&sns).unwrap(),
+                Parsed::Records(vec![Ok(want.clone())])
+            );
+        }
+        let eventbridge = r#"{"version":"0","id":"1","detail-type":"Object Deleted","source":"aws.s3","time":"2024-05-01T12:00:00.000Z",
+          "detail":{"bucket":{"name":"photos"},"object":{"key":"a b.jpg","sequencer":"0A","version-id":"v2"},"deletion-type":"Permanently Deleted"}}"#;
+        assert_eq!(parse(eventbridge).unwrap(), Parsed::Records(vec![Ok(want)]));
+    }
+
+    #[test]
+    fn a_bad_record_does_not_hide_the_others() {
+        let body = r#"{"Records":[
+          {"s3":{"bucket":{"name":"b"},"object":{"key":"one"}}},
+          {"s3":{"bucket":{"name":"b"}}},
+          {"s3":{"bucket":{"name":"b"},"object":{"key":"three"}}}]}"#;
+        let Parsed::Records(records) = parse(body).unwrap() else {
+            panic!("records expected")
+        };
+        assert_eq!(records.len(), 3);
+        assert_eq!(records[0].as_ref().unwrap().key(), "one");
+        let err = records[1].as_ref().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Poison);
+        assert!(err.to_string().contains("Records[1]"), "{err}");
+        assert_eq!(records[2].as_ref().unwrap().key(), "three");
     }
 
     #[test]
     fn garbage_is_poison_with_a_reason() {
-        for body in [
-            "not json",
-            "{}",
-            r#"{"Records":{}}"#,
-            r#"{"Records":[{"s3":{"bucket":{"name":"b"}}}]}"#,
-            r#"{"Records":[{"s3":{"bucket":{"name":"b"},"object":{"key":"%zz"}}}]}"#,
-        ] {
+        for body in ["not json", "{}", r#"{"Records":{}}"#] {
             let err = parse(body).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Poison, "{body}: {err}");
             assert!(err.is_permanent());
+        }
+        for record in [
+            r#"{"Records":[{"s3":{"bucket":{"name":"b"}}}]}"#,
+            r#"{"Records":[{"s3":{"bucket":{"name":"b"},"object":{"key":"%zz"}}}]}"#,
+        ] {
+            let Parsed::Records(records) = parse(record).unwrap() else {
+                panic!("records expected")
+            };
+            let err = records[0].as_ref().unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Poison, "{record}: {err}");
         }
     }
 
@@ -379,11 +580,7 @@ mod tests {
         for key in ["a b+c/été.jpg", "100%/x?y=z&w", "plain/key.png"] {
             assert_eq!(form_decode(&form_encode(key)).unwrap(), key);
         }
-        let Parsed::Created(events) =
-            parse(&s3_notification("b", "a b+c.jpg", Some("e"), Some(3))).unwrap()
-        else {
-            panic!()
-        };
+        let events = created(&s3_notification("b", "a b+c.jpg", Some("e"), Some(3)));
         assert_eq!(events[0].key, "a b+c.jpg");
     }
 }

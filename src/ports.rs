@@ -161,6 +161,41 @@ pub struct PutObject {
     pub content_type: String,
     pub cache_control: Option<String>,
     pub metadata: HashMap<String, String>,
+    /// What must be there for the write to happen (S3 conditional writes).
+    pub condition: Condition,
+}
+
+/// The state a conditional write or delete expects to replace: it happens only if the object
+/// is still as it was seen, so two writers racing for one key cannot both win unseen.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Condition {
+    /// Whatever is there (a plain write).
+    #[default]
+    Any,
+    /// Only if there is no object (`If-None-Match: *`).
+    Absent,
+    /// Only if the object still has this ETag (`If-Match`).
+    Matches(ETag),
+}
+
+impl Condition {
+    /// Whether an object with ETag `current` (`None`: there is none) meets the condition.
+    pub fn holds(&self, current: Option<&ETag>) -> bool {
+        match self {
+            Condition::Any => true,
+            Condition::Absent => current.is_none(),
+            Condition::Matches(etag) => current == Some(etag),
+        }
+    }
+}
+
+/// Whether a conditional write or delete happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    Done,
+    /// The object was not in the expected state (written, replaced or deleted by someone
+    /// else since it was looked at): nothing was changed.
+    ConditionFailed,
 }
 
 /// Where a listing starts and how much of it one call returns.
@@ -211,7 +246,17 @@ pub trait Store: Send + Sync + 'static {
         key: &str,
     ) -> impl Future<Output = Result<Option<ObjectInfo>>> + Send;
 
-    fn put(&self, object: PutObject) -> impl Future<Output = Result<()>> + Send;
+    /// Writes the object if [`PutObject::condition`] holds.
+    fn put(&self, object: PutObject) -> impl Future<Output = Result<Written>> + Send;
+
+    /// Deletes the object if `condition` holds ([`Condition::Absent`] is not a delete
+    /// condition and is refused). Deleting an object that is not there is `Done`.
+    fn delete(
+        &self,
+        bucket: &str,
+        key: &str,
+        condition: &Condition,
+    ) -> impl Future<Output = Result<Written>> + Send;
 
     /// One page of the objects in `bucket`, in key order. An empty bucket (for a local folder,
     /// also one not created yet) is an empty last page.

@@ -13,13 +13,14 @@ use std::collections::HashMap;
 use std::io::{self, Write};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::ports::{
-    ETag, GetOutcome, ListPage, ListQuery, ListedObject, ObjectInfo, PutObject, Store,
-    MAX_LIST_PAGE,
+    Condition, ETag, GetOutcome, ListPage, ListQuery, ListedObject, ObjectInfo, PutObject, Store,
+    Written, MAX_LIST_PAGE,
 };
 
 /// Where sidecar metadata lives, below the root.
@@ -29,6 +30,9 @@ pub const STATE_DIR: &str = ".resizeq";
 #[derive(Debug, Clone)]
 pub struct FsStore {
     root: PathBuf,
+    /// Makes a conditional write's look and write one step for this process (local mode is
+    /// one process; S3 does the same on its side).
+    writes: Arc<Mutex<()>>,
 }
 
 /// The sidecar of one object.
@@ -116,6 +120,15 @@ fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
     }
 }
 
+/// Removes a file; one that is not there is fine.
+fn remove_optional(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) => Err(io_error(path, e)),
+    }
+}
+
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Writes `bytes` to `path` atomically: a hidden temp file beside it, synced, then renamed.
@@ -149,7 +162,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 impl FsStore {
     pub fn new(root: impl Into<PathBuf>) -> FsStore {
-        FsStore { root: root.into() }
+        FsStore {
+            root: root.into(),
+            writes: Arc::default(),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -219,8 +235,19 @@ impl FsStore {
         })
     }
 
-    fn put_sync(&self, object: PutObject) -> Result<()> {
+    /// The ETag of the object's current bytes, `None` if there is no object.
+    fn current_etag(&self, path: &Path) -> Result<Option<ETag>> {
+        Ok(read_optional(path)?.map(|bytes| ETag::of_bytes(&bytes)))
+    }
+
+    fn put_sync(&self, object: PutObject) -> Result<Written> {
         let path = self.object_path(&object.bucket, &object.key)?;
+        let _one_writer = self.writes.lock().unwrap_or_else(|e| e.into_inner());
+        if object.condition != Condition::Any
+            && !object.condition.holds(self.current_etag(&path)?.as_ref())
+        {
+            return Ok(Written::ConditionFailed);
+        }
         let meta_path = self.meta_path(&object.bucket, &object.key)?;
         let sidecar = Sidecar {
             etag: ETag::of_bytes(&object.bytes).to_string(),
@@ -233,7 +260,29 @@ impl FsStore {
         // The image first: a crash before the sidecar leaves an image whose metadata does not
         // match, which only means it is redone.
         write_atomic(&path, &object.bytes)?;
-        write_atomic(&meta_path, &json)
+        write_atomic(&meta_path, &json)?;
+        Ok(Written::Done)
+    }
+
+    fn delete_sync(&self, bucket: &str, key: &str, condition: &Condition) -> Result<Written> {
+        if *condition == Condition::Absent {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "a delete cannot be conditional on the object being absent",
+            ));
+        }
+        let path = self.object_path(bucket, key)?;
+        let _one_writer = self.writes.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.current_etag(&path)?;
+        if current.is_none() {
+            return Ok(Written::Done);
+        }
+        if !condition.holds(current.as_ref()) {
+            return Ok(Written::ConditionFailed);
+        }
+        remove_optional(&path)?;
+        remove_optional(&self.meta_path(bucket, key)?)?;
+        Ok(Written::Done)
     }
 }
 
@@ -315,9 +364,15 @@ impl Store for FsStore {
         blocking(move || Ok(store.load(&bucket, &key)?.map(|(_, info)| info))).await
     }
 
-    async fn put(&self, object: PutObject) -> Result<()> {
+    async fn put(&self, object: PutObject) -> Result<Written> {
         let store = self.clone();
         blocking(move || store.put_sync(object)).await
+    }
+
+    async fn delete(&self, bucket: &str, key: &str, condition: &Condition) -> Result<Written> {
+        let (store, bucket, key) = (self.clone(), bucket.to_string(), key.to_string());
+        let condition = condition.clone();
+        blocking(move || store.delete_sync(&bucket, &key, &condition)).await
     }
 
     async fn list(&self, bucket: &str, query: ListQuery<'_>) -> Result<ListPage> {
@@ -351,6 +406,7 @@ mod tests {
             content_type: "image/jpeg".into(),
             cache_control: Some("max-age=60".into()),
             metadata: HashMap::from([("resizeq-source-etag".to_string(), "abc".to_string())]),
+            condition: Condition::Any,
         }
     }
 

@@ -10,8 +10,8 @@ use tokio::time::Instant;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::ports::{
-    DeadLetter, ETag, Enqueue, GetOutcome, ListPage, ListQuery, ListedObject, Message, ObjectInfo,
-    PutObject, Queue, QueueDepth, Store, MAX_BATCH, MAX_LIST_PAGE,
+    Condition, DeadLetter, ETag, Enqueue, GetOutcome, ListPage, ListQuery, ListedObject, Message,
+    ObjectInfo, PutObject, Queue, QueueDepth, Store, Written, MAX_BATCH, MAX_LIST_PAGE,
 };
 
 /// One message of an in-process queue, with SQS's bookkeeping around it.
@@ -437,20 +437,45 @@ impl Store for MemoryStore {
         Ok(self.object(bucket, key).map(|(_, info)| info))
     }
 
-    async fn put(&self, object: PutObject) -> Result<()> {
+    async fn put(&self, object: PutObject) -> Result<Written> {
         self.check_available(&object.bucket)?;
+        let mut objects = self.objects.lock().unwrap();
+        let id = (object.bucket, object.key);
+        if !object
+            .condition
+            .holds(objects.get(&id).map(|(_, info, _)| &info.etag))
+        {
+            return Ok(Written::ConditionFailed);
+        }
         let info = ObjectInfo {
             etag: ETag::of_bytes(&object.bytes),
             size: object.bytes.len() as u64,
             content_type: Some(object.content_type),
             metadata: object.metadata,
         };
-        self.objects.lock().unwrap().insert(
-            (object.bucket, object.key),
-            (object.bytes, info, SystemTime::now()),
-        );
+        objects.insert(id, (object.bytes, info, SystemTime::now()));
         self.puts.fetch_add(1, Ordering::SeqCst);
-        Ok(())
+        Ok(Written::Done)
+    }
+
+    async fn delete(&self, bucket: &str, key: &str, condition: &Condition) -> Result<Written> {
+        self.check_available(bucket)?;
+        if *condition == Condition::Absent {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "a delete cannot be conditional on the object being absent",
+            ));
+        }
+        let mut objects = self.objects.lock().unwrap();
+        let id = (bucket.to_string(), key.to_string());
+        let Some((_, info, _)) = objects.get(&id) else {
+            return Ok(Written::Done);
+        };
+        if !condition.holds(Some(&info.etag)) {
+            return Ok(Written::ConditionFailed);
+        }
+        objects.remove(&id);
+        Ok(Written::Done)
     }
 
     async fn list(&self, bucket: &str, query: ListQuery<'_>) -> Result<ListPage> {

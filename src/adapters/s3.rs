@@ -11,8 +11,8 @@ use aws_sdk_s3::Client;
 use crate::adapters::aws::classify;
 use crate::error::{Error, Result};
 use crate::ports::{
-    ETag, GetOutcome, ListPage, ListQuery, ListedObject, ObjectInfo, PutObject, Store,
-    MAX_LIST_PAGE,
+    Condition, ETag, GetOutcome, ListPage, ListQuery, ListedObject, ObjectInfo, PutObject, Store,
+    Written, MAX_LIST_PAGE,
 };
 
 #[derive(Debug, Clone)]
@@ -54,6 +54,36 @@ fn get_error(bucket: &str, key: &str, err: SdkError<GetObjectError>) -> Result<G
         return Ok(GetOutcome::Changed);
     }
     Err(classify(&format!("s3 GetObject {bucket}/{key}"), err))
+}
+
+/// Whether a failed conditional write or delete failed on its condition: 412
+/// PreconditionFailed, 409 ConditionalRequestConflict (another conditional write to the key
+/// was in progress), or 404 NoSuchKey for an `If-Match` on a key that is gone.
+fn condition_failed<E: aws_sdk_s3::error::ProvideErrorMetadata>(
+    err: &SdkError<E>,
+    condition: &Condition,
+) -> bool {
+    if *condition == Condition::Any {
+        return false;
+    }
+    let status = err.raw_response().map(|r| r.status().as_u16());
+    let code = aws_sdk_s3::error::ProvideErrorMetadata::code(err);
+    matches!(status, Some(412 | 409))
+        || matches!(
+            code,
+            Some("PreconditionFailed" | "ConditionalRequestConflict")
+        )
+        || (matches!(condition, Condition::Matches(_))
+            && (status == Some(404) || code == Some("NoSuchKey")))
+}
+
+/// The `If-Match` / `If-None-Match` headers of a condition.
+fn condition_headers(condition: &Condition) -> (Option<String>, Option<String>) {
+    match condition {
+        Condition::Any => (None, None),
+        Condition::Absent => (None, Some("*".to_string())),
+        Condition::Matches(etag) => (Some(etag.quoted()), None),
+    }
 }
 
 impl Store for S3Store {
@@ -119,22 +149,56 @@ impl Store for S3Store {
         }
     }
 
-    async fn put(&self, object: PutObject) -> Result<()> {
+    async fn put(&self, object: PutObject) -> Result<Written> {
         let op = format!("s3 PutObject {}/{}", object.bucket, object.key);
         let metadata = (!object.metadata.is_empty()).then_some(object.metadata);
-        self.client
+        let (if_match, if_none_match) = condition_headers(&object.condition);
+        let result = self
+            .client
             .put_object()
             .bucket(object.bucket)
             .key(object.key)
             .content_type(object.content_type)
             .set_cache_control(object.cache_control)
             .set_metadata(metadata)
+            .set_if_match(if_match)
+            .set_if_none_match(if_none_match)
             .content_length(object.bytes.len() as i64)
             .body(ByteStream::from(object.bytes))
             .send()
-            .await
-            .map_err(|e| classify(&op, e))?;
-        Ok(())
+            .await;
+        match result {
+            Ok(_) => Ok(Written::Done),
+            Err(e) if condition_failed(&e, &object.condition) => Ok(Written::ConditionFailed),
+            Err(e) => Err(classify(&op, e)),
+        }
+    }
+
+    async fn delete(&self, bucket: &str, key: &str, condition: &Condition) -> Result<Written> {
+        let (if_match, if_none_match) = condition_headers(condition);
+        if if_none_match.is_some() {
+            return Err(Error::new(
+                crate::error::ErrorKind::Config,
+                "a delete cannot be conditional on the object being absent",
+            ));
+        }
+        let result = self
+            .client
+            .delete_object()
+            .bucket(bucket)
+            .key(key)
+            .set_if_match(if_match)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Written::Done),
+            // Gone already (an If-Match delete of a missing key answers 404): what we wanted.
+            Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(404) => {
+                Ok(Written::Done)
+            }
+            Err(e) if condition_failed(&e, condition) => Ok(Written::ConditionFailed),
+            Err(e) => Err(classify(&format!("s3 DeleteObject {bucket}/{key}"), e)),
+        }
     }
 
     async fn list(&self, bucket: &str, query: ListQuery<'_>) -> Result<ListPage> {

@@ -82,6 +82,24 @@ metric!(
     "Bytes of variants written, by variant."
 );
 metric!(
+    VARIANTS_DELETED,
+    "resizeq_variants_deleted_total",
+    Counter,
+    Count,
+    &[],
+    NO_BUCKETS,
+    "Variants deleted because their source was removed or overwritten by a non-image."
+);
+metric!(
+    WRITE_CONFLICTS,
+    "resizeq_variant_write_conflicts_total",
+    Counter,
+    Count,
+    &[],
+    NO_BUCKETS,
+    "Conditional variant writes or deletes refused because another job changed the variant first."
+);
+metric!(
     VARIANTS_WRITTEN,
     "resizeq_variants_written_total",
     Counter,
@@ -244,6 +262,8 @@ pub const ALL: &[&Metric] = &[
     &ERRORS,
     &OUTPUT_BYTES,
     &VARIANTS_WRITTEN,
+    &VARIANTS_DELETED,
+    &WRITE_CONFLICTS,
     &LEASE_EXTENSIONS,
     &AWS_ERRORS,
     &POLL_ERRORS,

@@ -61,6 +61,8 @@ impl<Q, S: Store> WorkerContext<Q, S> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Processed,
+    /// The source is gone, and so are its variants.
+    Deleted,
     Skipped,
     Superseded,
     Ignored,
@@ -75,6 +77,7 @@ impl Outcome {
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Processed => "processed",
+            Outcome::Deleted => "deleted",
             Outcome::Skipped => "skipped",
             Outcome::Superseded => "superseded",
             Outcome::Ignored => "ignored",
@@ -89,6 +92,7 @@ impl From<RecordOutcome> for Outcome {
     fn from(outcome: RecordOutcome) -> Outcome {
         match outcome {
             RecordOutcome::Processed => Outcome::Processed,
+            RecordOutcome::Deleted => Outcome::Deleted,
             RecordOutcome::Skipped => Outcome::Skipped,
             RecordOutcome::Superseded => Outcome::Superseded,
             RecordOutcome::Ignored => Outcome::Ignored,
@@ -102,6 +106,7 @@ impl From<RecordOutcome> for Outcome {
 pub struct Stats {
     pub received: AtomicU64,
     pub processed: AtomicU64,
+    pub deleted: AtomicU64,
     pub skipped: AtomicU64,
     pub superseded: AtomicU64,
     pub ignored: AtomicU64,
@@ -114,6 +119,7 @@ impl Stats {
     pub fn record(&self, outcome: Outcome) {
         let counter = match outcome {
             Outcome::Processed => &self.processed,
+            Outcome::Deleted => &self.deleted,
             Outcome::Skipped => &self.skipped,
             Outcome::Superseded => &self.superseded,
             Outcome::Ignored => &self.ignored,

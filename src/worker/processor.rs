@@ -5,7 +5,6 @@
 //! mode from the folder it watches, `backfill --direct` from a listing. It owns the pipeline,
 //! the store, the destination rules and the CPU and memory limits; it knows nothing of queues.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
@@ -14,25 +13,39 @@ use tracing::{info, warn};
 
 use crate::config::{Config, DestinationConfig, Filters};
 use crate::error::{Error, ErrorKind, Result};
-use crate::event::{self, ObjectCreated};
+use crate::event::{self, ObjectCreated, ObjectEvent};
 use crate::pipeline::{Output, Pipeline};
-use crate::ports::{ETag, GetOutcome, PutObject, Store};
+use crate::ports::{GetOutcome, ObjectInfo, Store};
 use crate::telemetry::{self, catalogue};
+
+mod versions;
+
+use versions::SourceVersion;
 
 /// S3 user metadata stored on every variant: what it was made from and with which config.
 pub const META_SOURCE_KEY: &str = "resizeq-source-key";
 pub const META_SOURCE_ETAG: &str = "resizeq-source-etag";
 pub const META_CONFIG: &str = "resizeq-config";
+/// The source version's S3 event sequencer and version id, when its event had them.
+pub const META_SOURCE_SEQUENCER: &str = "resizeq-source-sequencer";
+pub const META_SOURCE_VERSION: &str = "resizeq-source-version";
+/// The variant's own pixel size, so that a HEAD answers what a page needs to lay it out.
+pub const META_WIDTH: &str = "resizeq-width";
+pub const META_HEIGHT: &str = "resizeq-height";
 
-/// What happened to one created object.
+/// What happened to one object event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum RecordOutcome {
-    /// Filtered out, or an event on a destination bucket.
+    /// Filtered out, an event on a destination bucket, a folder marker, or a removal with no
+    /// variants to remove.
     Ignored,
     /// Every variant already current (same source ETag and config): nothing written.
     Skipped,
-    /// The object was overwritten or deleted after this event: the newer event does the work.
+    /// The object was overwritten, deleted or re-uploaded after this event: the newer event
+    /// does the work.
     Superseded,
+    /// The source is gone and so are the variants made from it.
+    Deleted,
     /// Every variant written.
     Processed,
 }
@@ -41,6 +54,7 @@ impl RecordOutcome {
     pub fn as_str(self) -> &'static str {
         match self {
             RecordOutcome::Processed => "processed",
+            RecordOutcome::Deleted => "deleted",
             RecordOutcome::Skipped => "skipped",
             RecordOutcome::Superseded => "superseded",
             RecordOutcome::Ignored => "ignored",
@@ -54,6 +68,7 @@ pub struct Processor<S> {
     pipeline: Arc<Pipeline>,
     destination: DestinationConfig,
     filters: Filters,
+    delete_variants: bool,
     cpu: Semaphore,
     memory_budget: Semaphore,
     memory_budget_mib: u32,
@@ -72,6 +87,7 @@ impl<S: Store> Processor<S> {
             pipeline: Arc::new(pipeline),
             destination: config.destination.clone(),
             filters: config.filters.clone(),
+            delete_variants: config.lifecycle.delete_variants,
             cpu: Semaphore::new(cpus),
             memory_budget: Semaphore::new(memory_budget_mib as usize),
             memory_budget_mib,
@@ -96,115 +112,141 @@ impl<S: Store> Processor<S> {
         &self.pipeline
     }
 
-    /// Brings the variants of `event`'s object up to date. `draining` cancels work that has
-    /// not started yet (an [`ErrorKind::Cancelled`] error: give the event back, not failed).
-    /// Errors carry `s3://bucket/key` as context.
+    /// Brings the variants of the event's object in line with the object as it is now:
+    /// written for a created object, deleted for a removed one. `draining` cancels work that
+    /// has not started yet (an [`ErrorKind::Cancelled`] error: give the event back, not
+    /// failed). Errors carry `s3://bucket/key` as context.
     pub async fn handle(
+        &self,
+        event: &ObjectEvent,
+        draining: &CancellationToken,
+    ) -> Result<RecordOutcome> {
+        let outcome = match event {
+            ObjectEvent::Created(created) => self.created(created, draining).await,
+            ObjectEvent::Removed(removed) => self.removed(removed, draining).await,
+        };
+        outcome.map_err(|e| e.context(format!("s3://{}/{}", event.bucket(), event.key())))
+    }
+
+    /// [`Processor::handle`] for a created object.
+    pub async fn handle_created(
         &self,
         event: &ObjectCreated,
         draining: &CancellationToken,
     ) -> Result<RecordOutcome> {
-        self.variants_of(event, draining)
+        self.created(event, draining)
             .await
             .map_err(|e| e.context(format!("s3://{}/{}", event.bucket, event.key)))
     }
 
-    async fn variants_of(
+    /// Whether events about this object are none of our business.
+    fn ignores(&self, bucket: &str, key: &str, size: Option<u64>) -> bool {
+        // Our own outputs: processing them would loop forever.
+        self.destination.is_destination_bucket(bucket)
+            || !self.filters.accepts(key)
+            // A folder marker (what a console's "Create folder" makes): not an image.
+            || (key.ends_with('/') && size.unwrap_or(0) == 0)
+    }
+
+    async fn created(
         &self,
         event: &ObjectCreated,
         draining: &CancellationToken,
     ) -> Result<RecordOutcome> {
-        if self.destination.is_destination_bucket(&event.bucket) {
-            // Our own outputs: processing them would loop forever.
-            return Ok(RecordOutcome::Ignored);
-        }
-        if !self.filters.accepts(&event.key) {
+        if self.ignores(&event.bucket, &event.key, event.size) {
             return Ok(RecordOutcome::Ignored);
         }
         let destination = self.destination.bucket_for(&event.bucket);
         let keys = self.pipeline.keys_for(&event.key);
-        let fingerprint = self.pipeline.fingerprint();
-
-        // With the event's ETag, a HEAD of each variant can skip the GET. Without one (local
-        // mode, hand-made events) the GET itself tells the ETag: one read of the object.
-        if let Some(etag) = &event.etag {
-            if self.variants_current(&destination, &keys, etag).await? {
-                return Ok(RecordOutcome::Skipped);
-            }
+        // The version to render: the event's, or (hand-made events, local mode) the current one.
+        let etag = match &event.etag {
+            Some(etag) => etag.clone(),
+            None => match self.store.head(&event.bucket, &event.key).await? {
+                Some(info) => info.etag,
+                None => {
+                    info!("object deleted since the event");
+                    return Ok(RecordOutcome::Superseded);
+                }
+            },
+        };
+        // Looked at before the GET below: see `versions` for why the order matters.
+        let seen = self.look_at_variants(&destination, &keys).await?;
+        let version = SourceVersion::of(event, &etag);
+        if seen.iter().all(|s| self.made_from(s, &version)) {
+            info!("variants already current");
+            return Ok(RecordOutcome::Skipped);
         }
-        let get = self
-            .store
-            .get(&event.bucket, &event.key, event.etag.as_ref());
-        let (bytes, source_etag) = match telemetry::timed("get", get).await? {
-            GetOutcome::Found { bytes, info } => (bytes, info.etag),
+        if self.newer_version_seen(&event.key, &seen, &version) {
+            info!("a newer version's variants are there already");
+            return Ok(RecordOutcome::Superseded);
+        }
+        let get = self.store.get(&event.bucket, &event.key, Some(&etag));
+        let bytes = match telemetry::timed("get", get).await? {
+            GetOutcome::Found { bytes, .. } => bytes,
             GetOutcome::Changed | GetOutcome::NotFound => {
                 info!("object changed or deleted since the event");
                 return Ok(RecordOutcome::Superseded);
             }
         };
-        if event.etag.is_none()
-            && self
-                .variants_current(&destination, &keys, &source_etag)
-                .await?
-        {
-            return Ok(RecordOutcome::Skipped);
-        }
 
         let source_bytes = bytes.len();
-        let output = self.run_pipeline(bytes, keys.clone(), draining).await?;
+        let output = match self.run_pipeline(bytes, keys.clone(), draining).await {
+            Ok(output) => output,
+            Err(e) if e.is_permanent() && e.kind() != ErrorKind::Cancelled => {
+                // This version is not an image: the variants of an older one must not go on
+                // standing for it.
+                self.remove_variants_of_other_versions(
+                    &destination,
+                    &event.key,
+                    &keys,
+                    &seen,
+                    &version,
+                )
+                .await?;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         record_pipeline(&output, source_bytes);
 
-        let metadata = HashMap::from([
-            (META_SOURCE_KEY.to_string(), metadata_safe(&event.key)),
-            (META_SOURCE_ETAG.to_string(), source_etag.to_string()),
-            (META_CONFIG.to_string(), fingerprint.to_string()),
-        ]);
-        for variant in output.variants {
-            let written = variant.bytes.len() as u64;
-            let put = self.store.put(PutObject {
-                bucket: destination.clone(),
-                content_type: variant.content_type().to_string(),
-                key: variant.key,
-                bytes: variant.bytes,
-                cache_control: self.destination.cache_control.clone(),
-                metadata: metadata.clone(),
-            });
-            telemetry::timed("put", put).await?;
-            metrics::counter!(catalogue::OUTPUT_BYTES.name, "variant" => variant.name.clone())
-                .increment(written);
-            metrics::counter!(catalogue::VARIANTS_WRITTEN.name, "variant" => variant.name)
-                .increment(1);
+        let written = self
+            .write_variants(event, &version, &destination, output.variants, seen)
+            .await?;
+        if written == RecordOutcome::Processed {
+            if let Some(latency) = event.event_time.as_deref().and_then(since_event) {
+                metrics::histogram!(catalogue::EVENT_TO_VARIANTS.name)
+                    .record(latency.as_secs_f64());
+            }
+            info!(variants = keys.len(), "variants written");
         }
-        if let Some(latency) = event.event_time.as_deref().and_then(since_event) {
-            metrics::histogram!(catalogue::EVENT_TO_VARIANTS.name).record(latency.as_secs_f64());
-        }
-        info!(variants = keys.len(), "variants written");
-        Ok(RecordOutcome::Processed)
+        Ok(written)
     }
 
-    /// Whether every variant exists and was made from `etag` with this config (a HEAD of
-    /// each, timed as the `head` stage).
-    async fn variants_current(&self, bucket: &str, keys: &[String], etag: &ETag) -> Result<bool> {
-        let fingerprint = self.pipeline.fingerprint();
+    /// Each variant's HEAD (`None`: not there), timed as the `head` stage.
+    async fn look_at_variants(
+        &self,
+        bucket: &str,
+        keys: &[String],
+    ) -> Result<Vec<Option<ObjectInfo>>> {
         let heads = async {
+            let mut seen = Vec::with_capacity(keys.len());
             for key in keys {
-                let Some(info) = self.store.head(bucket, key).await? else {
-                    return Ok(false);
-                };
-                let made_from = info.metadata.get(META_SOURCE_ETAG).map(String::as_str);
-                let current = made_from.is_some_and(|e| *etag == *e)
-                    && info.metadata.get(META_CONFIG).map(String::as_str) == Some(fingerprint);
-                if !current {
-                    return Ok(false);
-                }
+                seen.push(self.store.head(bucket, key).await?);
             }
-            Ok(true)
+            Ok(seen)
         };
-        let current = telemetry::timed("head", heads).await?;
-        if current {
-            info!("variants already current");
-        }
-        Ok(current)
+        telemetry::timed("head", heads).await
+    }
+
+    /// Whether a variant as seen was made from this version with this config.
+    fn made_from(&self, seen: &Option<ObjectInfo>, version: &SourceVersion) -> bool {
+        seen.as_ref().is_some_and(|info| {
+            info.metadata
+                .get(META_SOURCE_ETAG)
+                .is_some_and(|e| *version.etag == *e)
+                && info.metadata.get(META_CONFIG).map(String::as_str)
+                    == Some(self.pipeline.fingerprint())
+        })
     }
 
     /// Runs the pipeline off the async threads, within the CPU pool and the memory budget.
@@ -282,7 +324,7 @@ fn since_event(event_time: &str) -> Option<std::time::Duration> {
 }
 
 /// S3 user metadata must be ASCII; non-ASCII keys are stored form-encoded.
-fn metadata_safe(key: &str) -> String {
+pub(super) fn metadata_safe(key: &str) -> String {
     if key.is_ascii() {
         key.to_string()
     } else {

@@ -13,9 +13,10 @@ use aws_sdk_sqs::types::{
     MessageAttributeValue, MessageSystemAttributeNameForSends, MessageSystemAttributeValue,
 };
 use resizeq::adapters::sqs::{SqsQueue, AWS_TRACE_HEADER, MAX_REASON_BYTES};
-use resizeq::event::{self, Parsed};
+use resizeq::event::{self, ObjectEvent, Parsed};
 use resizeq::ports::{
-    DeadLetter, ETag, GetOutcome, Message, PutObject, Queue, QueueDepth, Store, MAX_BATCH,
+    Condition, DeadLetter, ETag, GetOutcome, Message, PutObject, Queue, QueueDepth, Store, Written,
+    MAX_BATCH,
 };
 use resizeq::ErrorKind;
 
@@ -23,15 +24,6 @@ use common::TestAws;
 
 const JPEG: &[u8] = include_bytes!("../fixtures/tiny.jpg");
 const SECOND: Duration = Duration::from_secs(1);
-
-macro_rules! context {
-    ($name:expr) => {
-        match common::context($name).await {
-            Some(ctx) => ctx,
-            None => return,
-        }
-    };
-}
 
 async fn send(ctx: &TestAws, url: &str, body: &str) -> String {
     ctx.sqs
@@ -491,6 +483,7 @@ async fn put_writes_type_cache_control_and_metadata() {
             ("source-etag".to_string(), "0123abcd".to_string()),
             ("resizeq-variant".to_string(), "80".to_string()),
         ]),
+        condition: Condition::Any,
     };
     store.put(object.clone()).await.expect("put");
 
@@ -546,6 +539,89 @@ async fn put_writes_type_cache_control_and_metadata() {
 }
 
 #[tokio::test]
+async fn conditional_writes_and_deletes_happen_only_on_the_state_seen() {
+    let ctx = context!("conditional_writes_and_deletes_happen_only_on_the_state_seen");
+    let bucket = ctx.create_bucket("cond").await;
+    let store = ctx.store();
+    let put = |bytes: &[u8], condition: Condition| PutObject {
+        bucket: bucket.clone(),
+        key: "80/k.jpg".into(),
+        bytes: bytes.to_vec(),
+        content_type: "image/jpeg".into(),
+        cache_control: None,
+        metadata: HashMap::new(),
+        condition,
+    };
+    let etag_of = |info: Option<resizeq::ports::ObjectInfo>| info.expect("the object").etag;
+
+    // If-None-Match: * writes a new key once.
+    assert_eq!(
+        store.put(put(b"one", Condition::Absent)).await.unwrap(),
+        Written::Done
+    );
+    let one = etag_of(store.head(&bucket, "80/k.jpg").await.unwrap());
+    assert_eq!(
+        store.put(put(b"two", Condition::Absent)).await.unwrap(),
+        Written::ConditionFailed
+    );
+    // If-Match replaces only the version seen.
+    assert_eq!(
+        store
+            .put(put(b"two", Condition::Matches(one.clone())))
+            .await
+            .unwrap(),
+        Written::Done
+    );
+    let two = etag_of(store.head(&bucket, "80/k.jpg").await.unwrap());
+    assert_ne!(one, two);
+    assert_eq!(
+        store
+            .put(put(b"three", Condition::Matches(one.clone())))
+            .await
+            .unwrap(),
+        Written::ConditionFailed
+    );
+    assert_eq!(
+        store
+            .delete(&bucket, "80/k.jpg", &Condition::Matches(one))
+            .await
+            .unwrap(),
+        Written::ConditionFailed
+    );
+    assert!(
+        store.head(&bucket, "80/k.jpg").await.unwrap().is_some(),
+        "kept"
+    );
+    assert_eq!(
+        store
+            .delete(&bucket, "80/k.jpg", &Condition::Matches(two.clone()))
+            .await
+            .unwrap(),
+        Written::Done
+    );
+    assert!(
+        store.head(&bucket, "80/k.jpg").await.unwrap().is_none(),
+        "deleted"
+    );
+    // Gone already: a delete is done; an If-Match write fails on its condition.
+    assert_eq!(
+        store
+            .delete(&bucket, "80/k.jpg", &Condition::Matches(two.clone()))
+            .await
+            .unwrap(),
+        Written::Done
+    );
+    assert_eq!(
+        store
+            .put(put(b"four", Condition::Matches(two)))
+            .await
+            .unwrap(),
+        Written::ConditionFailed
+    );
+    assert!(store.head(&bucket, "80/k.jpg").await.unwrap().is_none());
+}
+
+#[tokio::test]
 async fn bucket_notification_delivers_object_created_events() {
     let ctx = context!("bucket_notification_delivers_object_created_events");
     let url = ctx.create_queue("events", 30).await;
@@ -577,14 +653,35 @@ async fn bucket_notification_delivers_object_created_events() {
         "{}",
         m.body
     );
-    match event::parse(&m.body).unwrap() {
-        Parsed::Created(created) => {
+    match event::parse(&m.body).unwrap().created().as_slice() {
+        created if !created.is_empty() => {
             assert_eq!(created.len(), 1, "{}", m.body);
             assert_eq!(created[0].bucket, bucket);
             assert_eq!(created[0].key, key, "form-encoded key decodes back");
             assert_eq!(created[0].etag.as_deref(), Some(etag.as_str()));
             assert_eq!(created[0].size, Some(JPEG.len() as u64));
         }
+        other => panic!("{other:?}: {}", m.body),
+    }
+    queue.ack(&[m]).await.unwrap();
+
+    // A delete arrives as a removal of the same key.
+    ctx.s3
+        .delete_object()
+        .bucket(&bucket)
+        .key(key)
+        .send()
+        .await
+        .expect("DeleteObject");
+    let m = receive_one(&queue).await;
+    match event::parse(&m.body).unwrap() {
+        Parsed::Records(records) => match records.as_slice() {
+            [Ok(ObjectEvent::Removed(removed))] => {
+                assert_eq!(removed.bucket, bucket);
+                assert_eq!(removed.key, key, "form-encoded key decodes back");
+            }
+            other => panic!("one removal expected, got {other:?}: {}", m.body),
+        },
         other => panic!("{other:?}: {}", m.body),
     }
     queue.ack(&[m]).await.unwrap();

@@ -5,10 +5,23 @@
 //!
 //! By hand: `bash -c 'source scripts/moto.sh && cargo test --test it worker_e2e -- --nocapture'`.
 
+/// The test's AWS context, or return (the test passes as skipped, saying `MOTO MISSING`)
+/// without an emulator, unless one is required.
+macro_rules! context {
+    ($name:expr) => {
+        match crate::common::context($name).await {
+            Some(ctx) => ctx,
+            None => return,
+        }
+    };
+}
+
 mod common;
 
 mod aws_adapters;
 mod cli;
+mod lifecycle_core;
+mod lifecycle_e2e;
 mod local_mode;
 mod ops_backfill;
 mod ops_dlq;

@@ -5,21 +5,11 @@
 //! Skipped (with `MOTO MISSING`) without `RESIZEQ_TEST_ENDPOINT`; `scripts/test` starts moto.
 //! By hand: `bash -c 'source scripts/moto.sh && cargo test --test it ops_backfill -- --nocapture'`.
 
-use crate::common;
 use crate::common::ops_world;
 
 use std::collections::HashSet;
 
 use ops_world::{event_keys, fixture, world};
-
-macro_rules! context {
-    ($name:expr) => {
-        match common::context($name).await {
-            Some(ctx) => ctx,
-            None => return,
-        }
-    };
-}
 
 #[tokio::test]
 async fn backfill_enqueues_one_event_per_object_and_a_second_run_only_skips() {

@@ -5,7 +5,6 @@
 //! Skipped (with `MOTO MISSING`) without `RESIZEQ_TEST_ENDPOINT`; `scripts/test` starts moto.
 //! By hand: `bash -c 'source scripts/moto.sh && cargo test --test it ops_dlq -- --nocapture'`.
 
-use crate::common;
 use crate::common::ops_world;
 
 use std::collections::{BTreeMap, HashMap};
@@ -14,15 +13,6 @@ use std::time::Duration;
 use serde_json::Value;
 
 use ops_world::{fixture, world};
-
-macro_rules! context {
-    ($name:expr) => {
-        match common::context($name).await {
-            Some(ctx) => ctx,
-            None => return,
-        }
-    };
-}
 
 #[tokio::test]
 async fn dead_letters_show_in_stats_and_peek_with_their_reasons_and_stay_there() {

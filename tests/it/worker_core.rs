@@ -13,7 +13,7 @@ use resizeq::worker::processor::{META_CONFIG, META_SOURCE_ETAG, META_SOURCE_KEY}
 use resizeq::worker::{run, Mode, WorkerContext};
 use tokio_util::sync::CancellationToken;
 
-fn context(
+pub(crate) fn context(
     has_dlq: bool,
     edit: impl FnOnce(&mut Config),
 ) -> Arc<WorkerContext<MemoryQueue, MemoryStore>> {
@@ -31,7 +31,7 @@ fn context(
     )
 }
 
-async fn drain(ctx: &Arc<WorkerContext<MemoryQueue, MemoryStore>>) {
+pub(crate) async fn drain(ctx: &Arc<WorkerContext<MemoryQueue, MemoryStore>>) {
     run(
         ctx.clone(),
         Mode::UntilEmpty,
@@ -42,10 +42,11 @@ async fn drain(ctx: &Arc<WorkerContext<MemoryQueue, MemoryStore>>) {
     .unwrap();
 }
 
-fn stat(ctx: &WorkerContext<MemoryQueue, MemoryStore>, which: &str) -> u64 {
+pub(crate) fn stat(ctx: &WorkerContext<MemoryQueue, MemoryStore>, which: &str) -> u64 {
     let s = &ctx.stats;
     let counter = match which {
         "processed" => &s.processed,
+        "deleted" => &s.deleted,
         "skipped" => &s.skipped,
         "superseded" => &s.superseded,
         "ignored" => &s.ignored,

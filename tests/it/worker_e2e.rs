@@ -25,28 +25,19 @@ use common::fault_proxy::{Fault, FaultProxy, Rule};
 use common::{corpus_file, fixture, wait_until, TestAws};
 
 /// Generous: a debug build, moto in Python and several tests at once.
-const RUN_TIMEOUT: Duration = Duration::from_secs(120);
-
-macro_rules! context {
-    ($name:expr) => {
-        match common::context($name).await {
-            Some(ctx) => ctx,
-            None => return,
-        }
-    };
-}
+pub(crate) const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// One test's buckets and queues, and the worker's working directory.
-struct World {
-    aws: TestAws,
-    source: String,
-    dest: String,
-    queue: String,
-    dlq: String,
-    dir: tempfile::TempDir,
+pub(crate) struct World {
+    pub(crate) aws: TestAws,
+    pub(crate) source: String,
+    pub(crate) dest: String,
+    pub(crate) queue: String,
+    pub(crate) dlq: String,
+    pub(crate) dir: tempfile::TempDir,
 }
 
-async fn world(aws: TestAws, prefix: &str, create_dest: bool) -> World {
+pub(crate) async fn world(aws: TestAws, prefix: &str, create_dest: bool) -> World {
     let source = aws.create_bucket(prefix).await;
     let dest = format!("{source}-resized");
     if create_dest {
@@ -82,7 +73,7 @@ async fn world(aws: TestAws, prefix: &str, create_dest: bool) -> World {
     }
 }
 
-async fn create_bucket_named(aws: &TestAws, name: &str) {
+pub(crate) async fn create_bucket_named(aws: &TestAws, name: &str) {
     aws.s3
         .create_bucket()
         .bucket(name)
@@ -91,7 +82,7 @@ async fn create_bucket_named(aws: &TestAws, name: &str) {
         .expect("CreateBucket");
 }
 
-async fn delete(aws: &TestAws, queue: &str, receipt: &str) {
+pub(crate) async fn delete(aws: &TestAws, queue: &str, receipt: &str) {
     aws.sqs
         .delete_message()
         .queue_url(queue)
@@ -101,7 +92,7 @@ async fn delete(aws: &TestAws, queue: &str, receipt: &str) {
         .expect("DeleteMessage");
 }
 
-async fn send(aws: &TestAws, queue: &str, body: &str) {
+pub(crate) async fn send(aws: &TestAws, queue: &str, body: &str) {
     aws.sqs
         .send_message()
         .queue_url(queue)
@@ -112,14 +103,14 @@ async fn send(aws: &TestAws, queue: &str, body: &str) {
 }
 
 impl World {
-    async fn upload(&self, key: &str, bytes: &[u8], content_type: &str) -> String {
+    pub(crate) async fn upload(&self, key: &str, bytes: &[u8], content_type: &str) -> String {
         self.aws
             .upload(&self.source, key, bytes, content_type, &[])
             .await
     }
 
     /// Uploads JPEG and PNG photos as `<prefix>/<name>`; (key, ETag) of each, in order.
-    async fn upload_photos(
+    pub(crate) async fn upload_photos(
         &self,
         prefix: &str,
         files: &[(&str, Vec<u8>)],
@@ -139,7 +130,17 @@ impl World {
     }
 
     /// Takes the next ObjectCreated event off the queue (deleting it) and returns its body.
-    async fn take_event(&self) -> String {
+    pub(crate) async fn take_event(&self) -> String {
+        let body = self.take_message().await;
+        assert!(
+            body.contains("ObjectCreated"),
+            "not an upload's event: {body}"
+        );
+        body
+    }
+
+    /// Takes the next message off the queue (deleting it) and returns its body.
+    pub(crate) async fn take_message(&self) -> String {
         for _ in 0..10 {
             let got = self
                 .aws
@@ -154,19 +155,58 @@ impl World {
             if let Some(m) = got.messages().first() {
                 let body = m.body().expect("a body").to_string();
                 delete(&self.aws, &self.queue, m.receipt_handle().unwrap()).await;
-                assert!(body.contains("ObjectCreated"), "not an S3 event: {body}");
                 return body;
             }
         }
         panic!("no event arrived on {}", self.queue);
     }
 
+    /// Takes `count` messages off the DLQ: (body, string attributes) of each.
+    pub(crate) async fn take_dead_letters(
+        &self,
+        count: usize,
+    ) -> Vec<(String, HashMap<String, String>)> {
+        let mut dead = Vec::new();
+        for _ in 0..30 {
+            if dead.len() >= count {
+                break;
+            }
+            let got = self
+                .aws
+                .sqs
+                .receive_message()
+                .queue_url(&self.dlq)
+                .max_number_of_messages(10)
+                .message_attribute_names("All")
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .expect("ReceiveMessage DLQ");
+            for m in got.messages() {
+                let attrs: HashMap<String, String> = m
+                    .message_attributes()
+                    .map(|a| {
+                        a.iter()
+                            .map(|(k, v)| {
+                                (k.clone(), v.string_value().unwrap_or_default().to_string())
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                dead.push((m.body().unwrap_or_default().to_string(), attrs));
+                delete(&self.aws, &self.dlq, m.receipt_handle().unwrap()).await;
+            }
+        }
+        assert_eq!(dead.len(), count, "dead letters: {dead:#?}");
+        dead
+    }
+
     /// (visible, not visible, delayed) of a queue.
-    async fn depth_of(&self, url: &str) -> (u64, u64, u64) {
+    pub(crate) async fn depth_of(&self, url: &str) -> (u64, u64, u64) {
         self.aws.depth_of(url).await
     }
 
-    async fn assert_queues_empty(&self) {
+    pub(crate) async fn assert_queues_empty(&self) {
         assert_eq!(
             self.depth_of(&self.queue).await,
             (0, 0, 0),
@@ -180,7 +220,7 @@ impl World {
     }
 
     /// The destination keys, sorted.
-    async fn dest_keys(&self) -> Vec<String> {
+    pub(crate) async fn dest_keys(&self) -> Vec<String> {
         let out = self
             .aws
             .s3
@@ -202,7 +242,7 @@ impl World {
         }
     }
 
-    async fn variant(&self, key: &str) -> Variant {
+    pub(crate) async fn variant(&self, key: &str) -> Variant {
         let out = self
             .aws
             .s3
@@ -233,7 +273,13 @@ impl World {
     }
 
     /// Both default variants of `key`: JPEG, with these dimensions, made from `etag`.
-    async fn assert_variants(&self, key: &str, etag: &str, small: (u32, u32), large: (u32, u32)) {
+    pub(crate) async fn assert_variants(
+        &self,
+        key: &str,
+        etag: &str,
+        small: (u32, u32),
+        large: (u32, u32),
+    ) {
         for (width, dims) in [(80, small), (500, large)] {
             let vkey = format!("{width}/{key}.jpg");
             let v = self.variant(&vkey).await;
@@ -262,7 +308,7 @@ impl World {
         }
     }
 
-    fn command(&self, until_empty: bool, extra: &[(&str, &str)]) -> Command {
+    pub(crate) fn command(&self, until_empty: bool, extra: &[(&str, &str)]) -> Command {
         let args: &[&str] = if until_empty {
             &["run", "--until-empty"]
         } else {
@@ -272,7 +318,7 @@ impl World {
             .resizeq_command(self.dir.path(), &self.queue, &self.dlq, args, extra)
     }
 
-    fn spawn(&self, until_empty: bool, extra: &[(&str, &str)]) -> Worker {
+    pub(crate) fn spawn(&self, until_empty: bool, extra: &[(&str, &str)]) -> Worker {
         let mut child = self
             .command(until_empty, extra)
             .spawn()
@@ -295,32 +341,32 @@ impl World {
     }
 
     /// `run --until-empty` to its end; panics if it takes longer than RUN_TIMEOUT.
-    async fn run_until_empty(&self, extra: &[(&str, &str)]) -> Run {
+    pub(crate) async fn run_until_empty(&self, extra: &[(&str, &str)]) -> Run {
         self.spawn(true, extra).finish(RUN_TIMEOUT).await
     }
 }
 
-struct Variant {
-    content_type: String,
-    metadata: HashMap<String, String>,
-    last_modified: Option<i64>,
-    etag: String,
-    bytes: Vec<u8>,
+pub(crate) struct Variant {
+    pub(crate) content_type: String,
+    pub(crate) metadata: HashMap<String, String>,
+    pub(crate) last_modified: Option<i64>,
+    pub(crate) etag: String,
+    pub(crate) bytes: Vec<u8>,
 }
 
-struct Worker {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-    reader: tokio::task::JoinHandle<()>,
-    started: Instant,
+pub(crate) struct Worker {
+    pub(crate) child: Child,
+    pub(crate) lines: Arc<Mutex<Vec<String>>>,
+    pub(crate) reader: tokio::task::JoinHandle<()>,
+    pub(crate) started: Instant,
 }
 
 impl Worker {
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id().expect("a running child")
     }
 
-    fn signal(&self, signal: &str) {
+    pub(crate) fn signal(&self, signal: &str) {
         let status = std::process::Command::new("kill")
             .arg(format!("-{signal}"))
             .arg(self.pid().to_string())
@@ -330,16 +376,16 @@ impl Worker {
     }
 
     #[allow(dead_code)]
-    fn logs(&self) -> Vec<Value> {
+    pub(crate) fn logs(&self) -> Vec<Value> {
         parse_logs(&self.lines.lock().unwrap())
     }
 
     /// Whether a log line with this message has been written so far.
-    fn has_logged(&self, message: &str) -> bool {
+    pub(crate) fn has_logged(&self, message: &str) -> bool {
         self.logs().iter().any(|l| log_message(l) == message)
     }
 
-    async fn finish(mut self, timeout: Duration) -> Run {
+    pub(crate) async fn finish(mut self, timeout: Duration) -> Run {
         let status = match tokio::time::timeout(timeout, self.child.wait()).await {
             Ok(status) => status.expect("wait"),
             Err(_) => {
@@ -364,32 +410,32 @@ impl Worker {
     }
 }
 
-fn parse_logs(lines: &[String]) -> Vec<Value> {
+pub(crate) fn parse_logs(lines: &[String]) -> Vec<Value> {
     lines
         .iter()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .collect()
 }
 
-fn log_message(log: &Value) -> &str {
+pub(crate) fn log_message(log: &Value) -> &str {
     log.pointer("/fields/message")
         .and_then(Value::as_str)
         .unwrap_or("")
 }
 
-fn log_time(log: &Value) -> Option<std::time::SystemTime> {
+pub(crate) fn log_time(log: &Value) -> Option<std::time::SystemTime> {
     humantime::parse_rfc3339_weak(log.get("timestamp")?.as_str()?.trim_end_matches('Z')).ok()
 }
 
-struct Run {
-    status: ExitStatus,
-    elapsed: Duration,
-    logs: Vec<Value>,
-    stderr: String,
+pub(crate) struct Run {
+    pub(crate) status: ExitStatus,
+    pub(crate) elapsed: Duration,
+    pub(crate) logs: Vec<Value>,
+    pub(crate) stderr: String,
 }
 
 impl Run {
-    fn assert_success(&self) {
+    pub(crate) fn assert_success(&self) {
         assert!(
             self.status.success(),
             "resizeq exited with {}; stderr:\n{}",
@@ -399,7 +445,7 @@ impl Run {
     }
 
     /// The counters of the final `resizeq worker stopped` line.
-    fn stats(&self) -> HashMap<String, u64> {
+    pub(crate) fn stats(&self) -> HashMap<String, u64> {
         let line = self
             .logs
             .iter()
@@ -414,11 +460,11 @@ impl Run {
             .collect()
     }
 
-    fn stat(&self, name: &str) -> u64 {
+    pub(crate) fn stat(&self, name: &str) -> u64 {
         self.stats().get(name).copied().unwrap_or(0)
     }
 
-    fn log_time(&self, message: &str) -> Option<std::time::SystemTime> {
+    pub(crate) fn log_time(&self, message: &str) -> Option<std::time::SystemTime> {
         self.logs
             .iter()
             .find(|l| log_message(l) == message)
@@ -426,7 +472,7 @@ impl Run {
     }
 
     /// `done` lines: (outcome, receive_count of the message span).
-    fn done(&self) -> Vec<(String, u64)> {
+    pub(crate) fn done(&self) -> Vec<(String, u64)> {
         self.logs
             .iter()
             .filter(|l| log_message(l) == "done")
@@ -726,35 +772,17 @@ async fn bad_inputs_are_dead_lettered_with_their_reason_and_the_worker_carries_o
     );
 
     // The DLQ: three copies with their reasons.
-    let mut dead: HashMap<String, (String, HashMap<String, String>)> = HashMap::new();
-    for _ in 0..10 {
-        if dead.len() >= 3 {
-            break;
-        }
-        let got = w
-            .aws
-            .sqs
-            .receive_message()
-            .queue_url(&w.dlq)
-            .max_number_of_messages(10)
-            .message_attribute_names("All")
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .expect("ReceiveMessage DLQ");
-        for m in got.messages() {
-            let attrs: HashMap<String, String> = m
-                .message_attributes()
-                .map(|a| {
-                    a.iter()
-                        .map(|(k, v)| (k.clone(), v.string_value().unwrap_or_default().to_string()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let kind = attrs.get("error_kind").cloned().unwrap_or_default();
-            dead.insert(kind, (m.body().unwrap_or_default().to_string(), attrs));
-        }
-    }
+    let dead: HashMap<String, (String, HashMap<String, String>)> = w
+        .take_dead_letters(3)
+        .await
+        .into_iter()
+        .map(|(body, attrs)| {
+            (
+                attrs.get("error_kind").cloned().unwrap_or_default(),
+                (body, attrs),
+            )
+        })
+        .collect();
     let kinds: HashSet<&str> = dead.keys().map(String::as_str).collect();
     assert_eq!(
         kinds,

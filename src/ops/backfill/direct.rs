@@ -60,6 +60,8 @@ impl<S: Store, Q: Enqueue> Backfill<'_, S, Q> {
             Ok((_, Ok(outcome))) => {
                 let counter = match outcome {
                     RecordOutcome::Processed => &mut report.processed,
+                    // Backfill hands over created objects only.
+                    RecordOutcome::Deleted => &mut report.ignored,
                     RecordOutcome::Skipped => &mut report.skipped,
                     RecordOutcome::Superseded => &mut report.superseded,
                     RecordOutcome::Ignored => &mut report.ignored,
@@ -92,7 +94,7 @@ async fn handle_with_retries<S: Store>(
     let interrupted = || Error::new(ErrorKind::Cancelled, "interrupted");
     let mut attempt = 1;
     loop {
-        match processor.handle(event, cancel).await {
+        match processor.handle_created(event, cancel).await {
             Err(e) if e.kind() == ErrorKind::Cancelled => return Err(interrupted()),
             Err(e) if !e.is_permanent() => {
                 if attempt == JOB_ATTEMPTS {

@@ -289,8 +289,12 @@ mod tests {
             .bodies()
             .iter()
             .flat_map(|body| match event::parse(body).unwrap() {
-                Parsed::Created(events) => events,
+                Parsed::Records(records) => records,
                 Parsed::Test => panic!("a test event: {body}"),
+            })
+            .map(|record| match record {
+                Ok(event::ObjectEvent::Created(e)) => e,
+                other => panic!("a created object expected: {other:?}"),
             })
             .map(|e| {
                 assert_eq!(e.bucket, "photos");

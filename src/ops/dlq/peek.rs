@@ -39,16 +39,24 @@ pub struct Peeked {
 impl Peeked {
     fn from_message(m: &DlqMessage) -> Peeked {
         let (objects, body_error) = match event::parse(&m.body) {
-            Ok(Parsed::Created(events)) => (
-                events
+            Ok(Parsed::Records(records)) => {
+                let (events, unreadable): (Vec<_>, Vec<_>) =
+                    records.into_iter().partition(Result::is_ok);
+                let objects = events
                     .into_iter()
+                    .flatten()
                     .map(|e| ObjectRef {
-                        bucket: e.bucket,
-                        key: e.key,
+                        bucket: e.bucket().to_string(),
+                        key: e.key().to_string(),
                     })
-                    .collect(),
-                None,
-            ),
+                    .collect();
+                let errors: Vec<String> = unreadable
+                    .into_iter()
+                    .filter_map(Result::err)
+                    .map(|e| e.message().to_string())
+                    .collect();
+                (objects, (!errors.is_empty()).then(|| errors.join("; ")))
+            }
             Ok(Parsed::Test) => (Vec::new(), None),
             Err(e) => (Vec::new(), Some(e.message().to_string())),
         };

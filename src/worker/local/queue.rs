@@ -15,7 +15,7 @@ use tracing::{debug, warn};
 use crate::adapters::fs::FsStore;
 use crate::adapters::memory::Deliveries;
 use crate::error::{Error, ErrorKind, Result};
-use crate::event::{ObjectCreated, Parsed};
+use crate::event::{ObjectCreated, ObjectEvent, ObjectRemoved, Parsed};
 use crate::ports::{DeadLetter, ETag, Message, Queue, QueueDepth};
 
 /// The local queue's visibility timeout (leases are extended while a job runs).
@@ -44,7 +44,7 @@ struct Shared {
     root: PathBuf,
     visibility: Duration,
     max_receives: u32,
-    messages: Mutex<Deliveries<ObjectCreated>>,
+    messages: Mutex<Deliveries<ObjectEvent>>,
     /// (bucket, key, etag) listed in a failed file: not enqueued again.
     failed: Mutex<HashSet<(String, String, String)>>,
     /// Serialises appends to the failed files.
@@ -126,12 +126,24 @@ impl LocalQueue {
             );
             return false;
         }
-        // No ETag: the job reads the file once and learns it then.
-        let event = ObjectCreated::new(bucket, key, None, Some(size));
+        // No ETag: the job learns it from the file.
+        self.push(ObjectCreated::new(bucket, key, None, Some(size)).into());
+        true
+    }
+
+    /// Enqueues an ObjectRemoved event for a file that is gone (its variants follow it).
+    pub fn enqueue_removed(&self, bucket: &str, key: &str) {
+        self.push(ObjectRemoved::new(bucket, key).into());
+    }
+
+    /// Enqueues an event; one still pending (never delivered) for the same file is replaced
+    /// (the newer says how the file is now).
+    fn push(&self, event: ObjectEvent) {
+        let (bucket, key) = (event.bucket().to_string(), event.key().to_string());
         {
             let mut messages = self.shared.messages.lock().unwrap();
             let pending = messages.iter_mut().find(|d| {
-                d.extra.bucket == bucket && d.extra.key == key && d.message.receive_count == 0
+                d.extra.bucket() == bucket && d.extra.key() == key && d.message.receive_count == 0
             });
             if let Some(pending) = pending {
                 pending.extra = event;
@@ -149,7 +161,6 @@ impl LocalQueue {
             }
         }
         self.shared.wake.notify_waiters();
-        true
     }
 
     /// Whether the file's current content is listed in a failed file. Only files with an entry
@@ -192,18 +203,21 @@ impl LocalQueue {
     /// of its content now: the same content is not tried again).
     fn record_failure(
         &self,
-        event: &ObjectCreated,
+        event: &ObjectEvent,
         kind: &str,
         reason: &str,
         at: &str,
     ) -> Result<()> {
-        let etag = event
-            .etag
-            .clone()
-            .or_else(|| self.etag_now(&event.bucket, &event.key));
+        let etag = match event {
+            ObjectEvent::Created(created) => created
+                .etag
+                .clone()
+                .or_else(|| self.etag_now(&created.bucket, &created.key)),
+            ObjectEvent::Removed(_) => None,
+        };
         let entry = FailedEntry {
-            key: event.key.clone(),
-            bucket: event.bucket.clone(),
+            key: event.key().to_string(),
+            bucket: event.bucket().to_string(),
             etag: etag.map(|e| e.to_string()),
             error_kind: kind.to_string(),
             error_reason: reason.to_string(),
@@ -247,7 +261,7 @@ impl LocalQueue {
         Ok(())
     }
 
-    fn remove(&self, id: &str) -> Option<ObjectCreated> {
+    fn remove(&self, id: &str) -> Option<ObjectEvent> {
         let removed = self.shared.messages.lock().unwrap().remove(id);
         removed.map(|d| d.extra)
     }
@@ -258,7 +272,7 @@ impl Queue for LocalQueue {
         let messages = self.shared.messages.lock().unwrap();
         let delivery = messages.iter().find(|d| d.message.id == message.id);
         match delivery {
-            Some(d) => Ok(Parsed::Created(vec![d.extra.clone()])),
+            Some(d) => Ok(Parsed::Records(vec![Ok(d.extra.clone())])),
             None => Err(Error::new(
                 ErrorKind::Service,
                 format!("message {} is no longer in the local queue", message.id),
@@ -369,7 +383,10 @@ mod tests {
     /// The typed event a message stands for.
     fn event_of(q: &LocalQueue, m: &Message) -> ObjectCreated {
         match q.events(m).unwrap() {
-            Parsed::Created(mut events) if events.len() == 1 => events.remove(0),
+            Parsed::Records(mut events) if events.len() == 1 => match events.remove(0) {
+                Ok(ObjectEvent::Created(created)) => created,
+                other => panic!("a created object expected, got {other:?}"),
+            },
             other => panic!("one event expected, got {other:?}"),
         }
     }

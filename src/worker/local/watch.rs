@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
+use notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -24,19 +24,17 @@ pub(super) fn watch_bucket(watcher: &mut impl Watcher, dir: &Path) {
     }
 }
 
-/// Events that may mean a file has new content: created, written, closed after writing,
-/// renamed into place.
+/// Events that may mean a file has new content (created, written, closed after writing,
+/// renamed into place) or is gone (removed, renamed away).
 fn is_interesting(kind: &EventKind) -> bool {
     matches!(
         kind,
         EventKind::Any
             | EventKind::Other
             | EventKind::Create(_)
+            | EventKind::Remove(_)
             | EventKind::Modify(
-                ModifyKind::Any
-                    | ModifyKind::Other
-                    | ModifyKind::Data(_)
-                    | ModifyKind::Name(RenameMode::To | RenameMode::Both | RenameMode::Any)
+                ModifyKind::Any | ModifyKind::Other | ModifyKind::Data(_) | ModifyKind::Name(_)
             )
             | EventKind::Access(AccessKind::Close(AccessMode::Write))
     )
@@ -145,25 +143,29 @@ async fn flush(pending: &mut HashMap<PathBuf, Pending>, scope: &Scope, queue: &L
     let looked = tokio::task::spawn_blocking(move || {
         due.into_iter()
             .map(|(path, previous)| {
-                let size = std::fs::metadata(&path)
-                    .ok()
-                    .filter(|m| m.is_file())
-                    .map(|m| m.len());
+                let metadata = std::fs::metadata(&path);
+                let gone = matches!(&metadata, Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+                let size = metadata.ok().filter(|m| m.is_file()).map(|m| m.len());
                 let found = match size {
                     Some(size) if previous == Some(size) => look_scope.found(&path),
                     _ => None,
                 };
-                (path, previous, size, found)
+                let removed = gone.then(|| look_scope.object_of(&path)).flatten();
+                (path, previous, size, found, removed)
             })
             .collect::<Vec<_>>()
     })
     .await
     .unwrap_or_default();
-    for (path, previous, size, found) in looked {
+    for (path, previous, size, found, removed) in looked {
         match size {
             // Gone, or not a file.
             None => {
                 pending.remove(&path);
+                if let Some((bucket, key)) = removed {
+                    debug!(%bucket, %key, "file removed: enqueued");
+                    queue.enqueue_removed(&bucket, &key);
+                }
             }
             // Same size as at the previous look: done being written.
             Some(size) if previous == Some(size) => {

@@ -26,6 +26,9 @@ pub enum Fault {
     Status(u16, &'static str),
     /// Forwarded after this delay.
     Delay(Duration),
+    /// Forwarded at once (the upstream acts on it: an `If-Match` passes), but its answer is
+    /// held until [`FaultProxy::release`]: a slow response, reordering two jobs.
+    HoldAnswer,
 }
 
 /// Which requests a fault applies to: the method (any if `None`) and a path prefix.
@@ -34,6 +37,8 @@ pub struct Rule {
     pub method: Option<&'static str>,
     pub path_prefix: String,
     pub fault: Fault,
+    /// How many more requests it applies to (`None`: every one).
+    pub remaining: Option<usize>,
 }
 
 impl Rule {
@@ -42,6 +47,15 @@ impl Rule {
             method,
             path_prefix: path_prefix.into(),
             fault,
+            remaining: None,
+        }
+    }
+
+    /// Applies to the first `n` matching requests only.
+    pub fn times(self, n: usize) -> Rule {
+        Rule {
+            remaining: Some(n),
+            ..self
         }
     }
 
@@ -138,11 +152,14 @@ async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Full<By
     let method = request.method().as_str().to_string();
     let path = request.uri().path().to_string();
     let fault = {
-        let rules = shared.rules.lock().unwrap();
+        let mut rules = shared.rules.lock().unwrap();
         rules
-            .iter()
-            .find(|r| r.matches(&method, &path))
-            .map(|r| r.fault.clone())
+            .iter_mut()
+            .find(|r| r.remaining != Some(0) && r.matches(&method, &path))
+            .map(|r| {
+                r.remaining = r.remaining.map(|n| n - 1);
+                r.fault.clone()
+            })
     };
     if fault.is_some() {
         shared.faulted.fetch_add(1, Ordering::SeqCst);
@@ -157,14 +174,22 @@ async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Full<By
                 .unwrap();
         }
         Some(Fault::Delay(delay)) => tokio::time::sleep(delay).await,
-        Some(Fault::Hold) => {
-            shared.held.fetch_add(1, Ordering::SeqCst);
-            let mut released = shared.released.subscribe();
-            let _ = released.wait_for(|r| *r).await;
-            shared.held.fetch_sub(1, Ordering::SeqCst);
+        Some(Fault::Hold) => hold(shared).await,
+        Some(Fault::HoldAnswer) => {
+            let answer = forward(shared, request).await;
+            hold(shared).await;
+            return answer;
         }
     }
     forward(shared, request).await
+}
+
+/// Waits for [`FaultProxy::release`], counted in [`FaultProxy::held`] meanwhile.
+async fn hold(shared: &Shared) {
+    shared.held.fetch_add(1, Ordering::SeqCst);
+    let mut released = shared.released.subscribe();
+    let _ = released.wait_for(|r| *r).await;
+    shared.held.fetch_sub(1, Ordering::SeqCst);
 }
 
 async fn forward(shared: &Shared, request: Request<Incoming>) -> Response<Full<Bytes>> {

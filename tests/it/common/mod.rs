@@ -231,8 +231,9 @@ impl TestAws {
         name
     }
 
-    /// S3 → SQS notifications of every `s3:ObjectCreated:*` in `bucket`, with the queue
-    /// policy AWS requires for them (moto does not check it).
+    /// S3 → SQS notifications of every `s3:ObjectCreated:*` and `s3:ObjectRemoved:*` in
+    /// `bucket` (as deploy/ subscribes them), with the queue policy AWS requires for them
+    /// (moto does not check it).
     pub async fn notify_queue(&self, bucket: &str, queue_url: &str) {
         let queue_arn = self.queue_arn(queue_url).await;
         let policy = serde_json::json!({
@@ -258,6 +259,7 @@ impl TestAws {
                     .id("resizeq-test")
                     .queue_arn(queue_arn)
                     .events(Event::from("s3:ObjectCreated:*"))
+                    .events(Event::from("s3:ObjectRemoved:*"))
                     .build()
                     .expect("QueueConfiguration"),
             )

@@ -1,0 +1,332 @@
+//! Newest version wins: the variants that remain belong to the source object as it is now (or
+//! are gone, if it is gone), whatever order events arrive in and jobs finish in.
+//!
+//! # Why this is correct
+//!
+//! Every write or delete of a variant is conditional on the variant being as a look at it
+//! found it (`If-Match` its ETag, or `If-None-Match: *` when there was none), and after that
+//! look and before writing, the source is checked to still be the version being worked for
+//! (the GET `If-Match` the event's ETag; after a refused write, a HEAD). So when a job for
+//! version A writes variant `v` at time `w`, nobody wrote `v` between A's look `l` and `w`,
+//! and the source was A at a time `c`, `l < c < w`. Let B be a newer upload, at time `u`:
+//!
+//! - `u < c` cannot be: the check at `c` would have found B, and A's job steps aside.
+//! - `u > c`: B's job runs after `u` (S3 sends an event for every write). If its write to `v`
+//!   lands before `w`, it lands after `l`, so A's conditional write is refused; A looks again,
+//!   finds the source moved and steps aside. If it lands after `w`, it replaces A's (a refused
+//!   write of B's makes B look again and check the source, which is B). Either way `v` ends
+//!   as B's.
+//!
+//! Removals are the mirror image: a variant is deleted only if it is as looked at, after a
+//! HEAD found the source gone. A re-upload whose job wrote after the look makes the delete
+//! refused; one that wrote before the look is found by the HEAD. Two jobs of one version (an
+//! event delivered twice) conflict only until one of them looks again and finds the variant
+//! made from that version.
+//!
+//! Two cheaper checks come on top. The event `sequencer` (real S3; moto sends none) orders
+//! events of one key: variants made from a later sequencer than the event are a newer
+//! version's, so an older job steps aside and a late removal keeps them without asking the
+//! source. And after writing, the source is looked at once more: if it moved, the newer
+//! version's job is about to replace these variants, so the job reports `Superseded`, not
+//! `Processed` (nothing announces variants that will not remain).
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::{
+    metadata_safe, Processor, RecordOutcome, META_CONFIG, META_HEIGHT, META_SOURCE_ETAG,
+    META_SOURCE_KEY, META_SOURCE_SEQUENCER, META_SOURCE_VERSION, META_WIDTH,
+};
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::{ObjectCreated, ObjectRemoved};
+use crate::pipeline::Rendered;
+use crate::ports::{Condition, ETag, ObjectInfo, PutObject, Store, Written};
+use crate::telemetry::{self, catalogue};
+
+/// How many times one job looks again after a refused write before it gives up (a transient
+/// failure: the message is retried). Each refusal means another job's write succeeded.
+const WRITE_ROUNDS: usize = 5;
+
+/// The source version a job renders: its ETag, and what its event said of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct SourceVersion {
+    pub etag: ETag,
+    pub sequencer: Option<String>,
+    pub version_id: Option<String>,
+}
+
+impl SourceVersion {
+    pub fn of(event: &ObjectCreated, etag: &ETag) -> SourceVersion {
+        SourceVersion {
+            etag: etag.clone(),
+            sequencer: event.sequencer.clone(),
+            version_id: event.version_id.clone(),
+        }
+    }
+
+    /// The metadata every variant of this version carries (the variant's size is added).
+    fn metadata(&self, key: &str, fingerprint: &str) -> HashMap<String, String> {
+        let mut metadata = HashMap::from([
+            (META_SOURCE_KEY.to_string(), metadata_safe(key)),
+            (META_SOURCE_ETAG.to_string(), self.etag.to_string()),
+            (META_CONFIG.to_string(), fingerprint.to_string()),
+        ]);
+        if let Some(sequencer) = &self.sequencer {
+            metadata.insert(META_SOURCE_SEQUENCER.to_string(), sequencer.clone());
+        }
+        if let Some(version) = &self.version_id {
+            metadata.insert(META_SOURCE_VERSION.to_string(), metadata_safe(version));
+        }
+        metadata
+    }
+}
+
+/// S3's order of two sequencers of one key: the shorter is right-padded with zeros, then
+/// the hex strings compare as text.
+pub(super) fn sequencer_order(a: &str, b: &str) -> Ordering {
+    let width = a.len().max(b.len());
+    let pad = |s: &str| format!("{:0<width$}", s.to_ascii_uppercase());
+    pad(a).cmp(&pad(b))
+}
+
+/// Whether a variant was made from a version of `key` whose event came after `sequencer`.
+fn made_after(info: &ObjectInfo, sequencer: Option<&str>) -> bool {
+    match (info.metadata.get(META_SOURCE_SEQUENCER), sequencer) {
+        (Some(theirs), Some(ours)) => sequencer_order(theirs, ours) == Ordering::Greater,
+        _ => false,
+    }
+}
+
+/// Whether a variant was made from (some version of) `key`: a key template can map two
+/// sources to one variant key, and the other source's variant is not ours to delete.
+fn made_from_key(info: &ObjectInfo, key: &str) -> bool {
+    info.metadata.get(META_SOURCE_KEY) == Some(&metadata_safe(key))
+}
+
+/// What to expect of a variant when replacing it: as seen, or still absent.
+fn condition_for(seen: &Option<ObjectInfo>) -> Condition {
+    match seen {
+        Some(info) => Condition::Matches(info.etag.clone()),
+        None => Condition::Absent,
+    }
+}
+
+impl<S: Store> Processor<S> {
+    /// Whether a variant seen before the GET shows that a newer version was rendered already.
+    pub(super) fn newer_version_seen(
+        &self,
+        key: &str,
+        seen: &[Option<ObjectInfo>],
+        version: &SourceVersion,
+    ) -> bool {
+        seen.iter().flatten().any(|info| {
+            made_from_key(info, key)
+                && info.metadata.get(META_SOURCE_ETAG) != Some(&version.etag.to_string())
+                && made_after(info, version.sequencer.as_deref())
+        })
+    }
+
+    /// Writes the rendered variants, each on condition that it is as last seen; see the
+    /// module documentation. `seen` is the look taken before the source was fetched.
+    pub(super) async fn write_variants(
+        &self,
+        event: &ObjectCreated,
+        version: &SourceVersion,
+        bucket: &str,
+        variants: Vec<Rendered>,
+        mut seen: Vec<Option<ObjectInfo>>,
+    ) -> Result<RecordOutcome> {
+        let keys: Vec<String> = variants.iter().map(|v| v.key.clone()).collect();
+        let metadata = version.metadata(&event.key, self.pipeline.fingerprint());
+        for _ in 0..WRITE_ROUNDS {
+            let mut refused = false;
+            for (variant, seen) in variants.iter().zip(&seen) {
+                if self.made_from(seen, version) {
+                    continue; // written meanwhile by another delivery of the same event
+                }
+                let mut metadata = metadata.clone();
+                metadata.insert(META_WIDTH.to_string(), variant.width.to_string());
+                metadata.insert(META_HEIGHT.to_string(), variant.height.to_string());
+                let put = self.store.put(PutObject {
+                    bucket: bucket.to_string(),
+                    key: variant.key.clone(),
+                    bytes: variant.bytes.clone(),
+                    content_type: variant.content_type().to_string(),
+                    cache_control: self.destination.cache_control.clone(),
+                    metadata,
+                    condition: condition_for(seen),
+                });
+                match telemetry::timed("put", put).await? {
+                    Written::Done => {
+                        let name = variant.name.clone();
+                        metrics::counter!(catalogue::OUTPUT_BYTES.name, "variant" => name.clone())
+                            .increment(variant.bytes.len() as u64);
+                        metrics::counter!(catalogue::VARIANTS_WRITTEN.name, "variant" => name)
+                            .increment(1);
+                    }
+                    Written::ConditionFailed => {
+                        metrics::counter!(catalogue::WRITE_CONFLICTS.name).increment(1);
+                        refused = true;
+                    }
+                }
+            }
+            if !refused {
+                return self.still_the_source(event, version).await;
+            }
+            // Another job wrote a variant since the look: look again, then at the source.
+            seen = self.look_at_variants(bucket, &keys).await?;
+            if !self.source_is(event, version).await? {
+                info!("a newer version's variants were written meanwhile: stepping aside");
+                return Ok(RecordOutcome::Superseded);
+            }
+        }
+        Err(Error::new(
+            ErrorKind::Service,
+            format!("the variants kept changing while being written ({WRITE_ROUNDS} rounds)"),
+        ))
+    }
+
+    /// Whether the source is still `version`.
+    async fn source_is(&self, event: &ObjectCreated, version: &SourceVersion) -> Result<bool> {
+        let head = self.store.head(&event.bucket, &event.key);
+        let current = telemetry::timed("head", head).await?;
+        Ok(current.is_some_and(|info| info.etag == version.etag))
+    }
+
+    /// The check after writing: `Processed` if the source is still the version written for.
+    async fn still_the_source(
+        &self,
+        event: &ObjectCreated,
+        version: &SourceVersion,
+    ) -> Result<RecordOutcome> {
+        if self.source_is(event, version).await? {
+            Ok(RecordOutcome::Processed)
+        } else {
+            info!(
+                "the object changed while its variants were written: its newer event redoes them"
+            );
+            Ok(RecordOutcome::Superseded)
+        }
+    }
+
+    /// A removed object: deletes the variants made from it, if it is really gone.
+    pub(super) async fn removed(
+        &self,
+        event: &ObjectRemoved,
+        draining: &CancellationToken,
+    ) -> Result<RecordOutcome> {
+        if !self.delete_variants || self.ignores(&event.bucket, &event.key, None) {
+            return Ok(RecordOutcome::Ignored);
+        }
+        let destination = self.destination.bucket_for(&event.bucket);
+        let keys = self.pipeline.keys_for(&event.key);
+        let seen = self.look_at_variants(&destination, &keys).await?;
+        let ours: Vec<(&String, &ObjectInfo)> = keys
+            .iter()
+            .zip(&seen)
+            .filter_map(|(key, seen)| Some((key, seen.as_ref()?)))
+            .filter(|(_, info)| {
+                made_from_key(info, &event.key) && !made_after(info, event.sequencer.as_deref())
+            })
+            .collect();
+        if ours.is_empty() {
+            return Ok(RecordOutcome::Ignored);
+        }
+        let head = self.store.head(&event.bucket, &event.key);
+        if telemetry::timed("head", head).await?.is_some() {
+            info!("uploaded again since the removal: its variants stay");
+            return Ok(RecordOutcome::Superseded);
+        }
+        let deleted = self.delete_as_seen(&destination, &ours).await?;
+        // For stores that ignore a conditional delete's condition: a re-upload whose job wrote
+        // between the look and the delete lost its variants; render it again.
+        if !deleted.is_empty() {
+            if let Some(info) = self.store.head(&event.bucket, &event.key).await? {
+                warn!("uploaded again while its variants were deleted: rendering it again");
+                let again =
+                    ObjectCreated::new(&event.bucket, &event.key, Some(info.etag), Some(info.size));
+                return self.created(&again, draining).await;
+            }
+        }
+        info!(variants = deleted.len(), "variants deleted");
+        Ok(RecordOutcome::Deleted)
+    }
+
+    /// The source is now `version` and it is not an image: deletes the variants that an
+    /// earlier version of it left. The GET that fetched `version` came after `seen` was taken,
+    /// so any variant still as seen is an earlier version's.
+    pub(super) async fn remove_variants_of_other_versions(
+        &self,
+        bucket: &str,
+        source_key: &str,
+        keys: &[String],
+        seen: &[Option<ObjectInfo>],
+        version: &SourceVersion,
+    ) -> Result<Vec<String>> {
+        if !self.delete_variants {
+            return Ok(Vec::new());
+        }
+        let stale: Vec<(&String, &ObjectInfo)> = keys
+            .iter()
+            .zip(seen)
+            .filter_map(|(key, seen)| Some((key, seen.as_ref()?)))
+            .filter(|(_, info)| {
+                made_from_key(info, source_key)
+                    && info.metadata.get(META_SOURCE_ETAG) != Some(&version.etag.to_string())
+            })
+            .collect();
+        let deleted = self.delete_as_seen(bucket, &stale).await?;
+        if !deleted.is_empty() {
+            info!(
+                variants = deleted.len(),
+                "overwritten by something that is not an image: the earlier variants are deleted"
+            );
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes each variant if it is still as seen; returns the keys deleted. A refused delete
+    /// means a newer version's job rewrote the variant since: it stays.
+    async fn delete_as_seen(
+        &self,
+        bucket: &str,
+        variants: &[(&String, &ObjectInfo)],
+    ) -> Result<Vec<String>> {
+        let mut deleted = Vec::new();
+        for (key, info) in variants {
+            let condition = Condition::Matches(info.etag.clone());
+            match self.store.delete(bucket, key, &condition).await? {
+                Written::Done => {
+                    metrics::counter!(catalogue::VARIANTS_DELETED.name).increment(1);
+                    deleted.push(key.to_string());
+                }
+                Written::ConditionFailed => {
+                    metrics::counter!(catalogue::WRITE_CONFLICTS.name).increment(1);
+                    info!(variant = %key, "rewritten since it was looked at: kept");
+                }
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequencers_compare_as_s3_documents() {
+        assert_eq!(sequencer_order("0A", "0B"), Ordering::Less);
+        // The shorter is padded on the right: "0A" is "0A00".
+        assert_eq!(sequencer_order("0A", "0A00"), Ordering::Equal);
+        assert_eq!(sequencer_order("0A01", "0A"), Ordering::Greater);
+        assert_eq!(
+            sequencer_order("0055AED6DCD90281E5", "0055AED6DCD90281E6"),
+            Ordering::Less
+        );
+        assert_eq!(sequencer_order("ff", "0F"), Ordering::Greater);
+    }
+}
