@@ -1,6 +1,6 @@
 """Creates in moto what deploy/cloudformation/resizeq.yaml creates on AWS: the source and
 destination buckets, the queue with its dead-letter queue and redrive policy, and the source
-bucket's ObjectCreated notification to the queue. Idempotent; run by deploy/compose.yaml."""
+bucket's ObjectCreated and ObjectRemoved notifications to the queue. Idempotent; run by deploy/compose.yaml."""
 
 import json
 import os
@@ -35,7 +35,7 @@ for bucket in (SOURCE, DESTINATION):
 s3.put_bucket_notification_configuration(
     Bucket=SOURCE,
     NotificationConfiguration={
-        "QueueConfigurations": [{"QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*"]}]
+        "QueueConfigurations": [{"QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]}]
     },
 )
 print(f"ready: s3://{SOURCE} -> {queue_url} (DLQ {dlq_url}); variants in s3://{DESTINATION}")

@@ -174,6 +174,50 @@ async fn a_poison_file_is_listed_with_its_reason_and_the_run_succeeds() {
     assert_eq!(failed_lines(root, "photos").len(), 1);
 }
 
+/// Waits (up to 60 s) until `path` is a file (`exists`) or is gone.
+async fn wait_for_file(path: PathBuf, exists: bool) {
+    let what = if exists { "appear" } else { "go away" };
+    crate::common::wait_until(&format!("{} to {what}", path.display()), || {
+        let path = path.clone();
+        async move { path.is_file() == exists }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_file_removes_its_variants() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    put_fixture(&root, "tiny.jpg", "photos/gone.jpg");
+    put_fixture(&root, "tiny.png", "photos/kept.png");
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn({
+        let config = config(&root);
+        let shutdown = shutdown.clone();
+        async move { run_local(&config, Mode::Forever, shutdown).await }
+    });
+    for variant in ["80/gone.jpg.jpg", "500/gone.jpg.jpg", "500/kept.png.jpg"] {
+        wait_for_file(root.join("photos-resized").join(variant), true).await;
+    }
+
+    std::fs::remove_file(root.join("photos/gone.jpg")).unwrap();
+    for variant in ["80/gone.jpg.jpg", "500/gone.jpg.jpg"] {
+        wait_for_file(root.join("photos-resized").join(variant), false).await;
+        let sidecar = root.join(format!(".resizeq/meta/photos-resized/{variant}.json"));
+        assert!(!sidecar.exists(), "{}", sidecar.display());
+    }
+    assert!(root.join("photos-resized/80/kept.png.jpg").is_file());
+    assert!(root.join("photos-resized/500/kept.png.jpg").is_file());
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("run_local did not stop")
+        .unwrap()
+        .expect("run_local failed");
+    assert!(failed_lines(&root, "photos").is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forever_mode_processes_files_as_they_arrive() {
     let dir = tempfile::tempdir().unwrap();
@@ -186,17 +230,7 @@ async fn forever_mode_processes_files_as_they_arrive() {
         async move { run_local(&config, Mode::Forever, shutdown).await }
     });
 
-    let wait_for = |path: PathBuf| async move {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while !path.is_file() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{} did not appear",
-                path.display()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
+    let wait_for = |path: PathBuf| wait_for_file(path, true);
     // Present at start.
     wait_for(root.join("photos-resized/80/first.jpg.jpg")).await;
 
