@@ -16,7 +16,7 @@ use crate::config::{Config, DestinationConfig, Filters};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{self, ObjectCreated};
 use crate::pipeline::{Output, Pipeline};
-use crate::ports::{ETag, GetOutcome, PutObject, Store};
+use crate::ports::{ETag, GetOutcome, Publish, PutObject, Store};
 use crate::telemetry::{self, catalogue};
 
 /// S3 user metadata stored on every variant: what it was made from and with which config.
@@ -57,6 +57,8 @@ pub struct Processor<S> {
     cpu: Semaphore,
     memory_budget: Semaphore,
     memory_budget_mib: u32,
+    /// Where the events for the application go; `None`: nobody is told.
+    events: Option<Arc<dyn Publish>>,
 }
 
 impl<S: Store> Processor<S> {
@@ -75,7 +77,18 @@ impl<S: Store> Processor<S> {
             cpu: Semaphore::new(cpus),
             memory_budget: Semaphore::new(memory_budget_mib as usize),
             memory_budget_mib,
+            events: None,
         })
+    }
+
+    /// Publishes the events for the application to `events`.
+    pub fn with_events(mut self, events: Arc<dyn Publish>) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    pub fn events(&self) -> Option<&Arc<dyn Publish>> {
+        self.events.as_ref()
     }
 
     pub fn store(&self) -> &S {
