@@ -9,6 +9,7 @@ mod common;
 
 mod aws_adapters;
 mod cli;
+mod events;
 mod local_mode;
 mod ops_backfill;
 mod ops_dlq;
