@@ -1,7 +1,7 @@
 //! The placeholder of a source: a ThumbHash and the average colour of the upright,
-//! colour-managed image, both from one box-filtered copy that fits in 100 × 100 (ThumbHash's
-//! limit; a box filter averages areas, which is what a placeholder shows, and is the cheapest
-//! convolution: well under a millisecond from a shrunk-on-load decode).
+//! colour-managed image, both from one small copy that fits in 100 × 100 (ThumbHash's limit),
+//! made by averaging areas (a box filter over a super-sampled grid: what a placeholder shows,
+//! at a fraction of a convolution over every source pixel).
 //!
 //! The encoder is the `thumbhash` crate: the Rust port in the reference repository
 //! (evanw/thumbhash), by its author.
@@ -12,6 +12,12 @@ use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
 use super::resize::{self, Pixels};
 use crate::error::{Error, Result};
 use crate::events::Placeholder;
+
+/// Samples per placeholder pixel and side: the source is first sampled (nearest) down to 4 ×
+/// the placeholder's size, then box-filtered: 16 samples per pixel, plenty for ThumbHash's
+/// 7 × 7 lowest frequencies. Measured over the corpus (debug build): a box filter over every
+/// source pixel cost 6 % of a pipeline run, 8 × super-sampling 1.8 %, 4 × 0.9 %.
+const SUPER_SAMPLING: u8 = 4;
 
 /// ThumbHash's largest input side.
 pub const MAX_SIDE: u32 = 100;
@@ -43,7 +49,7 @@ pub fn placeholder(resizer: &mut Resizer, upright: &Pixels) -> Result<Placeholde
         .map_err(|e| Error::corrupt(format!("placeholder: {e}")))?;
     let mut small = Image::new(width, height, pixel_type);
     let options = ResizeOptions::new()
-        .resize_alg(ResizeAlg::Convolution(FilterType::Box))
+        .resize_alg(ResizeAlg::SuperSampling(FilterType::Box, SUPER_SAMPLING))
         .use_alpha(false);
     resizer
         .resize(&src, &mut small, &options)
