@@ -118,9 +118,7 @@ mod tests {
     use super::*;
     use crate::error::Error;
     use crate::event::ETag;
-    use crate::events::{
-        Deleted, DeletedVariant, Failed, Placeholder, Ready, ReadyVariant, TYPE_READY,
-    };
+    use crate::events::{Deleted, Failed, Placeholder, Ready, ReadyVariant, TYPE_READY};
 
     fn at() -> SystemTime {
         // 2026-11-28T05:00:00.250Z
@@ -217,19 +215,14 @@ mod tests {
 
     #[test]
     fn deleted_renders_the_removed_variants() {
-        let event = AppEvent::Deleted(Deleted {
-            source: source(),
-            variants: vec![
-                DeletedVariant {
-                    bucket: "uploads-resized".into(),
-                    key: "500w/photos/cat.webp".into(),
-                },
-                DeletedVariant {
-                    bucket: "uploads-resized".into(),
-                    key: "150w/photos/cat.webp".into(),
-                },
+        let event = AppEvent::Deleted(Deleted::of_keys(
+            source(),
+            "uploads-resized",
+            [
+                "500w/photos/cat.webp".to_string(),
+                "150w/photos/cat.webp".into(),
             ],
-        });
+        ));
         let doc = event.to_cloudevent_at(at());
         assert_eq!(doc["type"], "resizeq.variants.deleted");
         assert_eq!(doc["source"], "s3://uploads");

@@ -169,6 +169,26 @@ pub struct Deleted {
     pub variants: Vec<DeletedVariant>,
 }
 
+impl Deleted {
+    /// The variants `keys` removed from `bucket` (the destination).
+    pub fn of_keys(
+        source: SourceRef,
+        bucket: &str,
+        keys: impl IntoIterator<Item = String>,
+    ) -> Deleted {
+        Deleted {
+            source,
+            variants: keys
+                .into_iter()
+                .map(|key| DeletedVariant {
+                    bucket: bucket.to_string(),
+                    key,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// One event for the application.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AppEvent {
