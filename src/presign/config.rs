@@ -55,6 +55,8 @@ pub struct SidecarConfig {
     worker: Option<IgnoredAny>,
     #[serde(default)]
     metrics: Option<IgnoredAny>,
+    #[serde(default)]
+    events: Option<IgnoredAny>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
