@@ -9,6 +9,7 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::events::EventsTarget;
 use crate::pipeline::settings::{
     default_variants, Limits, OutputSettings, PipelineSettings, VariantSpec,
 };
@@ -44,6 +45,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub lifecycle: LifecycleConfig,
+    pub events: EventsConfig,
     /// The sidecar's section: both binaries read one file, each ignores the other's keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub presign: Option<figment::value::Value>,
@@ -62,6 +64,7 @@ impl Default for Config {
             worker: WorkerConfig::default(),
             metrics: MetricsConfig::default(),
             lifecycle: LifecycleConfig::default(),
+            events: EventsConfig::default(),
             presign: None,
         }
     }
@@ -239,6 +242,23 @@ impl Default for MetricsConfig {
     }
 }
 
+/// Events for the application (`crate::events`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// Where events go: an SQS queue URL, an SNS topic ARN, an EventBridge bus ARN or
+    /// `eventbridge:NAME` (see `events::target`). Empty: no events (local mode always appends
+    /// them to `<local_root>/<bucket>-events.jsonl`).
+    pub target: String,
+}
+
+impl EventsConfig {
+    /// The parsed target; `None` when events are off.
+    pub fn target(&self) -> Result<Option<EventsTarget>> {
+        EventsTarget::parse_optional(&self.target)
+    }
+}
+
 /// The file and environment layers shared by both binaries (the sidecar's config is in
 /// `presign::config`): `file` (which must exist), else `resizeq.toml` if present, then the
 /// `RESIZEQ_` variables among `env`. Merge it over your own defaults.
@@ -340,6 +360,7 @@ impl Config {
         if q.dlq_url.is_some() && q.dlq_url == q.url {
             return Err(Error::config("queue.dlq_url: must not be the queue itself"));
         }
+        self.events.target()?;
         if self.metrics.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(Error::config(format!(
                 "metrics.listen: `{}` is not an address like 0.0.0.0:9090",
@@ -573,6 +594,35 @@ mod tests {
         assert!(err.message().contains("metrics.listen"), "{err}");
         let err = Config::load_from(None, env(&[("RESIZEQ_QUEUE__URL", "sqs://q")])).unwrap_err();
         assert!(err.message().contains("queue.url"), "{err}");
+    }
+
+    #[test]
+    fn events_target_is_read_and_checked() {
+        assert_eq!(
+            Config::load_from(None, env(&[]))
+                .unwrap()
+                .events
+                .target()
+                .unwrap(),
+            None
+        );
+        let topic = "arn:aws:sns:eu-west-1:123456789012:app";
+        let c = Config::load_from(None, env(&[("RESIZEQ_EVENTS__TARGET", topic)])).unwrap();
+        assert_eq!(
+            c.events.target().unwrap(),
+            Some(EventsTarget::Sns {
+                topic_arn: topic.into()
+            })
+        );
+        assert!(c
+            .to_toml()
+            .contains(&format!("[events]\ntarget = \"{topic}\"")));
+        let f = file("[events]\ntarget = \"app-events\"\n");
+        let err = Config::load_from(Some(f.path()), env(&[])).unwrap_err();
+        assert!(
+            err.message().starts_with("events.target: `app-events`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::adapters::{aws, s3::S3Store, sqs::SqsQueue};
+use crate::adapters::{aws, events_aws, s3::S3Store, sqs::SqsQueue};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::ports::Queue;
@@ -67,7 +67,14 @@ pub async fn run_queue(config: &Config, mode: Mode, shutdown: CancellationToken)
         config.queue.dlq_url.clone(),
     );
     let store = S3Store::new(aws::s3_client(&sdk, &config.aws));
-    let ctx = Arc::new(WorkerContext::new(config, queue, store)?);
+    let mut ctx = WorkerContext::new(config, queue, store)?;
+    let events = config.events.target()?;
+    if let Some(target) = &events {
+        ctx.processor = ctx
+            .processor
+            .with_events(events_aws::publisher(target, &sdk));
+    }
+    let ctx = Arc::new(ctx);
 
     let listener = telemetry::server::bind(&config.metrics.listen).await?;
     let prometheus = telemetry::install_prometheus()?;
@@ -84,6 +91,7 @@ pub async fn run_queue(config: &Config, mode: Mode, shutdown: CancellationToken)
     info!(
         queue = %url,
         dlq = config.queue.dlq_url.as_deref().unwrap_or("(none: redrive policy)"),
+        events = %events.map_or("(none)".into(), |t| t.to_string()),
         variants = ctx.processor.pipeline().settings().variants.len(),
         config_fingerprint = ctx.processor.pipeline().fingerprint(),
         "resizeq worker starting"

@@ -15,7 +15,8 @@
 //! - [`ports`]: the queue, object-store and dead-letter-queue traits the worker and the tools
 //!   use, and the queue limits; [`event`]: the typed object events (and [`event::ETag`]) and
 //!   what a queue message means (S3, SNS, EventBridge shapes); [`fnv`]: the one
-//!   change-detection hash.
+//!   change-detection hash; [`events`]: the events for the application (variants ready,
+//!   failed, deleted) as CloudEvents, and `events.target`.
 //! - [`telemetry`]: the metric catalogue, the `/metrics` `/healthz` `/readyz` listener and
 //!   logs + OpenTelemetry traces.
 //! - [`signals`]: the tokio runtime and shutdown on SIGTERM/SIGINT, for every binary.
@@ -31,6 +32,7 @@ pub mod config;
 pub mod daemon;
 pub mod error;
 pub mod event;
+pub mod events;
 pub mod fnv;
 #[cfg(feature = "codecs")]
 pub mod ops;

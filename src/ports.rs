@@ -3,6 +3,8 @@
 //! `resizeq dlq` commands, a dead-letter queue ([`DeadLetterQueue`]). Adapters implement them
 //! for SQS and S3 (`adapters::sqs`, `adapters::sqs_dlq`, `adapters::s3`), a local folder
 //! (`adapters::fs`) and memory (`adapters::memory`, `adapters::memory_dlq`, for unit tests).
+//! [`Publish`] sends the events for the application (`adapters::events_aws`,
+//! `adapters::events_file`, `adapters::memory_events`).
 //! Only adapters name SDK types; the worker core and the tools see these.
 //!
 //! Every method returns [`crate::Error`], whose kind says whether a retry can help: adapters
@@ -17,8 +19,10 @@ pub use crate::event::ETag;
 use crate::event::Parsed;
 
 mod dlq;
+mod events;
 
 pub use dlq::{AttributeValue, DeadLetterQueue, DlqMessage, MoveTaskStatus, NO_KIND};
+pub use events::Publish;
 
 /// Most messages one queue call receives, sends, deletes or releases (SQS's batch limit; the
 /// in-memory queues keep it too).

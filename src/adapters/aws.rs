@@ -34,6 +34,15 @@ pub fn sqs_client(sdk: &SdkConfig) -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::new(sdk)
 }
 
+/// For the events for the application (`adapters::events_aws`).
+pub fn sns_client(sdk: &SdkConfig) -> aws_sdk_sns::Client {
+    aws_sdk_sns::Client::new(sdk)
+}
+
+pub fn eventbridge_client(sdk: &SdkConfig) -> aws_sdk_eventbridge::Client {
+    aws_sdk_eventbridge::Client::new(sdk)
+}
+
 /// The HTTP status of a raw response, if it has one; lets [`classify`] stay generic over the
 /// response type of `SdkError` (every AWS SDK crate uses the same [`HttpResponse`]).
 pub trait RawStatus {

@@ -59,7 +59,7 @@ fn unsafe_key(what: &str, value: &str, why: &str) -> Error {
 }
 
 /// A bucket name that is one plain folder name (not `.resizeq`, not `..`, no separators).
-fn check_bucket(bucket: &str) -> Result<()> {
+pub(crate) fn check_bucket(bucket: &str) -> Result<()> {
     if bucket.is_empty()
         || bucket.starts_with('.')
         || bucket.contains(['/', '\\', '\0'])

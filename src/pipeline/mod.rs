@@ -3,7 +3,8 @@
 //!
 //! Steps: size check → [`sniff`] the format from magic bytes → read the header and check the
 //! limits → decode once, shrunk on load as far as the largest variant allows → auto-orient →
-//! for each variant: resize (Lanczos3), flatten alpha for JPEG, encode, attach metadata.
+//! [`placeholder`] (ThumbHash + average colour) → for each variant: resize (Lanczos3),
+//! flatten alpha for JPEG, encode, attach metadata.
 
 pub mod settings;
 pub mod sniff;
@@ -20,6 +21,8 @@ pub mod memory;
 #[cfg(feature = "codecs")]
 pub mod metadata;
 pub mod orient;
+#[cfg(feature = "codecs")]
+pub mod placeholder;
 #[cfg(feature = "codecs")]
 mod process;
 #[cfg(feature = "codecs")]

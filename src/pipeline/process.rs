@@ -8,8 +8,9 @@ use super::metadata::OutputMetadata;
 use super::resize::{self, Pixels};
 use super::settings::{self, OutputFormat, PipelineSettings};
 use super::sniff::{self, SourceFormat};
-use super::{colour, decode, encode, geometry, orient};
+use super::{colour, decode, encode, geometry, orient, placeholder};
 use crate::error::{Error, Result};
+use crate::events::Placeholder;
 
 /// One encoded output.
 #[derive(Debug, Clone)]
@@ -35,6 +36,7 @@ impl Rendered {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Timings {
     pub decode: Duration,
+    /// Every variant's resize, and the placeholder's.
     pub resize: Duration,
     pub encode: Duration,
 }
@@ -46,6 +48,8 @@ pub struct Output {
     pub source_width: u32,
     pub source_height: u32,
     pub variants: Vec<Rendered>,
+    /// ThumbHash and average colour of the upright, colour-managed source.
+    pub placeholder: Placeholder,
     pub timings: Timings,
 }
 
@@ -156,6 +160,10 @@ impl Pipeline {
             upright.width as f64 / up_w as f64,
             upright.height as f64 / up_h as f64,
         );
+        let t = Instant::now();
+        let placeholder =
+            RESIZER.with(|r| placeholder::placeholder(&mut r.borrow_mut(), &upright))?;
+        timings.resize += t.elapsed();
         let mut variants = Vec::with_capacity(self.settings.variants.len());
         for (index, spec) in self.settings.variants.iter().enumerate() {
             let plan = geometry::plan(spec, up_w, up_h);
@@ -201,6 +209,7 @@ impl Pipeline {
             source_width: up_w,
             source_height: up_h,
             variants,
+            placeholder,
             timings,
         })
     }

@@ -55,6 +55,10 @@ pub struct SidecarConfig {
     worker: Option<IgnoredAny>,
     #[serde(default)]
     metrics: Option<IgnoredAny>,
+    #[serde(default)]
+    events: Option<IgnoredAny>,
+    #[serde(default)]
+    lifecycle: Option<IgnoredAny>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, Instrument};
 
-use super::processor::RecordOutcome;
+use super::processor::{Delivery, RecordOutcome};
 use super::WorkerContext;
 use crate::error::{Error, ErrorKind};
 use crate::event::Parsed;
@@ -40,6 +40,12 @@ pub async fn handle<Q: Queue, S: Store>(
         // Poison: the body will never parse, so retrying only delays the DLQ.
         Err(e) => return Decision::DeadLetter(e),
     };
+    // A message received before may have done its work and then failed to tell the app.
+    let delivery = if message.receive_count > 1 {
+        Delivery::Repeat
+    } else {
+        Delivery::First
+    };
     // Processed outranks deleted outranks superseded outranks skipped outranks ignored.
     let mut outcome = RecordOutcome::Ignored;
     let mut transient = Vec::new();
@@ -57,7 +63,7 @@ pub async fn handle<Q: Queue, S: Store>(
         let span = tracing::info_span!("record", bucket = %event.bucket(), key = %event.key());
         match ctx
             .processor
-            .handle(&event, draining)
+            .handle(&event, delivery, draining)
             .instrument(span)
             .await
         {

@@ -14,12 +14,18 @@ use tracing::{info, warn};
 use crate::config::{Config, DestinationConfig, Filters};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{self, ObjectCreated, ObjectEvent};
+use crate::events::{AppEvent, Deleted, Failed, Ready, SourceRef};
 use crate::pipeline::{Output, Pipeline};
-use crate::ports::{GetOutcome, ObjectInfo, Store};
+use crate::ports::{GetOutcome, ObjectInfo, Publish, Store};
 use crate::telemetry::{self, catalogue};
 
+mod announce;
 mod versions;
 
+pub use announce::{
+    Delivery, META_AVERAGE_COLOR, META_SOURCE_FORMAT, META_SOURCE_HEIGHT, META_SOURCE_WIDTH,
+    META_THUMBHASH,
+};
 use versions::SourceVersion;
 
 /// S3 user metadata stored on every variant: what it was made from and with which config.
@@ -72,6 +78,8 @@ pub struct Processor<S> {
     cpu: Semaphore,
     memory_budget: Semaphore,
     memory_budget_mib: u32,
+    /// Where the events for the application go; `None`: nobody is told.
+    events: Option<Arc<dyn Publish>>,
 }
 
 impl<S: Store> Processor<S> {
@@ -91,7 +99,18 @@ impl<S: Store> Processor<S> {
             cpu: Semaphore::new(cpus),
             memory_budget: Semaphore::new(memory_budget_mib as usize),
             memory_budget_mib,
+            events: None,
         })
+    }
+
+    /// Publishes the events for the application to `events`.
+    pub fn with_events(mut self, events: Arc<dyn Publish>) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    pub fn events(&self) -> Option<&Arc<dyn Publish>> {
+        self.events.as_ref()
     }
 
     pub fn store(&self) -> &S {
@@ -113,30 +132,43 @@ impl<S: Store> Processor<S> {
     }
 
     /// Brings the variants of the event's object in line with the object as it is now:
-    /// written for a created object, deleted for a removed one. `draining` cancels work that
-    /// has not started yet (an [`ErrorKind::Cancelled`] error: give the event back, not
-    /// failed). Errors carry `s3://bucket/key` as context.
+    /// written for a created object, deleted for a removed one, and tells the application
+    /// (`announce`). `draining` cancels work that has not started yet (an
+    /// [`ErrorKind::Cancelled`] error: give the event back, not failed). Errors carry
+    /// `s3://bucket/key` as context.
     pub async fn handle(
         &self,
         event: &ObjectEvent,
+        delivery: Delivery,
         draining: &CancellationToken,
     ) -> Result<RecordOutcome> {
-        let outcome = match event {
-            ObjectEvent::Created(created) => self.created(created, draining).await,
-            ObjectEvent::Removed(removed) => self.removed(removed, draining).await,
-        };
-        outcome.map_err(|e| e.context(format!("s3://{}/{}", event.bucket(), event.key())))
+        match event {
+            ObjectEvent::Created(created) => self.handle_created(created, delivery, draining).await,
+            ObjectEvent::Removed(removed) => self
+                .removed(removed, draining)
+                .await
+                .map_err(|e| e.context(format!("s3://{}/{}", removed.bucket, removed.key))),
+        }
     }
 
-    /// [`Processor::handle`] for a created object.
+    /// [`Processor::handle`] for a created object. A permanent failure is announced as
+    /// `failed` (the version will never have variants).
     pub async fn handle_created(
         &self,
         event: &ObjectCreated,
+        delivery: Delivery,
         draining: &CancellationToken,
     ) -> Result<RecordOutcome> {
-        self.created(event, draining)
-            .await
-            .map_err(|e| e.context(format!("s3://{}/{}", event.bucket, event.key)))
+        let outcome = match self.created(event, delivery, draining).await {
+            Err(e) if e.is_permanent() => {
+                let failed = Failed::from_error(SourceRef::from_event(event), &e);
+                // Not announced: the job is retried (and fails the same way) until it is.
+                self.announce(AppEvent::Failed(failed)).await?;
+                Err(e)
+            }
+            other => other,
+        };
+        outcome.map_err(|e| e.context(format!("s3://{}/{}", event.bucket, event.key)))
     }
 
     /// Whether events about this object are none of our business.
@@ -151,6 +183,7 @@ impl<S: Store> Processor<S> {
     async fn created(
         &self,
         event: &ObjectCreated,
+        delivery: Delivery,
         draining: &CancellationToken,
     ) -> Result<RecordOutcome> {
         if self.ignores(&event.bucket, &event.key, event.size) {
@@ -174,6 +207,10 @@ impl<S: Store> Processor<S> {
         let version = SourceVersion::of(event, &etag);
         if seen.iter().all(|s| self.made_from(s, &version)) {
             info!("variants already current");
+            if delivery == Delivery::Repeat {
+                self.announce_again(event, &version, &destination, &keys, &seen)
+                    .await?;
+            }
             return Ok(RecordOutcome::Skipped);
         }
         if self.newer_version_seen(&event.key, &seen, &version) {
@@ -195,22 +232,31 @@ impl<S: Store> Processor<S> {
             Err(e) if e.is_permanent() && e.kind() != ErrorKind::Cancelled => {
                 // This version is not an image: the variants of an older one must not go on
                 // standing for it.
-                self.remove_variants_of_other_versions(
-                    &destination,
-                    &event.key,
-                    &keys,
-                    &seen,
-                    &version,
-                )
-                .await?;
+                let deleted = self
+                    .remove_variants_of_other_versions(
+                        &destination,
+                        &event.key,
+                        &keys,
+                        &seen,
+                        &version,
+                    )
+                    .await?;
+                if !deleted.is_empty() {
+                    let source = announce::source_of(event, &version);
+                    let deleted = Deleted::of_keys(source, &destination, deleted);
+                    self.announce(AppEvent::Deleted(deleted)).await?;
+                }
                 return Err(e);
             }
             Err(e) => return Err(e),
         };
         record_pipeline(&output, source_bytes);
 
+        let source = announce::source_of(event, &version);
+        let ready = Ready::from_output(source, &output, &destination);
+        let extra = announce::source_metadata(&output);
         let written = self
-            .write_variants(event, &version, &destination, output.variants, seen)
+            .write_variants(event, &version, &destination, output.variants, extra, seen)
             .await?;
         if written == RecordOutcome::Processed {
             if let Some(latency) = event.event_time.as_deref().and_then(since_event) {
@@ -218,6 +264,7 @@ impl<S: Store> Processor<S> {
                     .record(latency.as_secs_f64());
             }
             info!(variants = keys.len(), "variants written");
+            self.announce(AppEvent::Ready(ready)).await?;
         }
         Ok(written)
     }

@@ -16,7 +16,7 @@ use resizeq::event::{s3_notification, s3_removed_notification, ObjectCreated, Ob
 use resizeq::ports::{
     Condition, ETag, GetOutcome, ListPage, ListQuery, ObjectInfo, PutObject, Store, Written,
 };
-use resizeq::worker::processor::META_SOURCE_ETAG;
+use resizeq::worker::processor::{Delivery, META_SOURCE_ETAG};
 use resizeq::worker::{Processor, RecordOutcome};
 
 const SMALL: &str = "80/cat.jpg.jpg";
@@ -93,7 +93,11 @@ async fn an_older_job_that_finishes_last_does_not_overwrite_the_newer_variants()
         processor.store().insert("photos", "cat.jpg", blue.clone());
         let event = ObjectCreated::new("photos", "cat.jpg", Some(blue_etag.clone()), None);
         let outcome = processor
-            .handle(&ObjectEvent::Created(event), &CancellationToken::new())
+            .handle(
+                &ObjectEvent::Created(event),
+                Delivery::First,
+                &CancellationToken::new(),
+            )
             .await
             .unwrap();
         assert_eq!(outcome, RecordOutcome::Processed);
@@ -118,7 +122,11 @@ async fn an_older_job_that_finishes_last_does_not_overwrite_the_newer_variants()
     let processor = Processor::new(&Config::default(), store).unwrap();
     let event = ObjectCreated::new("photos", "cat.jpg", Some(red), None);
     let outcome = processor
-        .handle(&ObjectEvent::Created(event), &CancellationToken::new())
+        .handle(
+            &ObjectEvent::Created(event),
+            Delivery::First,
+            &CancellationToken::new(),
+        )
         .await
         .unwrap();
 

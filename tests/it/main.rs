@@ -20,6 +20,7 @@ mod common;
 
 mod aws_adapters;
 mod cli;
+mod events;
 mod lifecycle_core;
 mod lifecycle_e2e;
 mod local_mode;

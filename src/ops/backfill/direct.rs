@@ -12,6 +12,7 @@ use super::Backfill;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::ObjectCreated;
 use crate::ports::{Enqueue, ListedObject, Store};
+use crate::worker::processor::Delivery;
 use crate::worker::{Processor, RecordOutcome};
 
 /// Transient failures of a job are retried this many times in all, with a growing pause.
@@ -94,7 +95,10 @@ async fn handle_with_retries<S: Store>(
     let interrupted = || Error::new(ErrorKind::Cancelled, "interrupted");
     let mut attempt = 1;
     loop {
-        match processor.handle_created(event, cancel).await {
+        match processor
+            .handle_created(event, Delivery::First, cancel)
+            .await
+        {
             Err(e) if e.kind() == ErrorKind::Cancelled => return Err(interrupted()),
             Err(e) if !e.is_permanent() => {
                 if attempt == JOB_ATTEMPTS {

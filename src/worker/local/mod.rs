@@ -9,6 +9,8 @@
 //!   queue is `<root>/<bucket>-failed.jsonl`: one JSON line per file that cannot be processed,
 //!   with its reason. Files listed there (same content) are not tried again on the next start;
 //!   delete the line (or the file) to retry them.
+//! - The events for the application go to `<root>/<bucket>-events.jsonl`, one CloudEvents
+//!   document per line (`adapters::events_file`), whatever `events.target` says.
 //! - [`run_local`]: scans every bucket folder for files at start, then (in `Mode::Forever`)
 //!   watches for new or changed files, and runs [`crate::worker::run`] over both.
 //!
@@ -27,6 +29,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
+use crate::adapters::events_file::EventsFile;
 use crate::adapters::fs::{is_hidden_or_partial, FsStore};
 use crate::config::{Config, DestinationConfig, Filters};
 use crate::error::{Error, Result};
@@ -169,11 +172,9 @@ pub async fn run_local(config: &Config, mode: Mode, shutdown: CancellationToken)
         destination: config.destination.clone(),
         filters: config.filters.clone(),
     };
-    let ctx = Arc::new(WorkerContext::new(
-        config,
-        queue.clone(),
-        FsStore::new(&root),
-    )?);
+    let mut ctx = WorkerContext::new(config, queue.clone(), FsStore::new(&root))?;
+    ctx.processor = ctx.processor.with_events(Arc::new(EventsFile::new(&root)));
+    let ctx = Arc::new(ctx);
 
     // The watcher starts before the scan, so nothing created meanwhile is missed.
     let stop = shutdown.child_token();

@@ -37,11 +37,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{
-    metadata_safe, Processor, RecordOutcome, META_CONFIG, META_HEIGHT, META_SOURCE_ETAG,
+    metadata_safe, Delivery, Processor, RecordOutcome, META_CONFIG, META_HEIGHT, META_SOURCE_ETAG,
     META_SOURCE_KEY, META_SOURCE_SEQUENCER, META_SOURCE_VERSION, META_WIDTH,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{ObjectCreated, ObjectRemoved};
+use crate::events::{AppEvent, Deleted, SourceRef};
 use crate::pipeline::Rendered;
 use crate::ports::{Condition, ETag, ObjectInfo, PutObject, Store, Written};
 use crate::telemetry::{self, catalogue};
@@ -137,10 +138,12 @@ impl<S: Store> Processor<S> {
         version: &SourceVersion,
         bucket: &str,
         variants: Vec<Rendered>,
+        extra_metadata: HashMap<String, String>,
         mut seen: Vec<Option<ObjectInfo>>,
     ) -> Result<RecordOutcome> {
         let keys: Vec<String> = variants.iter().map(|v| v.key.clone()).collect();
-        let metadata = version.metadata(&event.key, self.pipeline.fingerprint());
+        let mut metadata = version.metadata(&event.key, self.pipeline.fingerprint());
+        metadata.extend(extra_metadata);
         for _ in 0..WRITE_ROUNDS {
             let mut refused = false;
             for (variant, seen) in variants.iter().zip(&seen) {
@@ -248,10 +251,18 @@ impl<S: Store> Processor<S> {
                 warn!("uploaded again while its variants were deleted: rendering it again");
                 let again =
                     ObjectCreated::new(&event.bucket, &event.key, Some(info.etag), Some(info.size));
-                return self.created(&again, draining).await;
+                return self.created(&again, Delivery::First, draining).await;
             }
         }
         info!(variants = deleted.len(), "variants deleted");
+        if !deleted.is_empty() {
+            let source = SourceRef {
+                version_id: event.version_id.clone(),
+                ..SourceRef::new(&event.bucket, &event.key, None)
+            };
+            let deleted = Deleted::of_keys(source, &destination, deleted);
+            self.announce(AppEvent::Deleted(deleted)).await?;
+        }
         Ok(RecordOutcome::Deleted)
     }
 
