@@ -56,7 +56,7 @@ fn without_time(mut doc: Value) -> Value {
 }
 
 /// Receives `n` message bodies from `queue`, deleting them.
-async fn receive(ctx: &TestAws, queue: &str, n: usize) -> Vec<Value> {
+pub(crate) async fn receive(ctx: &TestAws, queue: &str, n: usize) -> Vec<Value> {
     let mut bodies = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while bodies.len() < n {
@@ -144,15 +144,10 @@ async fn each_event_reaches_an_sqs_queue_as_its_cloudevent() {
     assert!(variants.iter().all(|v| v["bytes"].as_u64() > Some(100)));
 }
 
-#[tokio::test]
-async fn an_sns_topic_delivers_the_document_to_its_subscribed_queues() {
-    let Some(ctx) = context("an_sns_topic_delivers_the_document_to_its_subscribed_queues").await
-    else {
-        return;
-    };
+/// A new SNS topic's ARN.
+pub(crate) async fn sns_topic(ctx: &TestAws) -> String {
     let sdk = aws::sdk_config(&ctx.aws).await;
-    let sns = aws::sns_client(&sdk);
-    let topic = sns
+    aws::sns_client(&sdk)
         .create_topic()
         .name(unique("events"))
         .send()
@@ -160,47 +155,28 @@ async fn an_sns_topic_delivers_the_document_to_its_subscribed_queues() {
         .unwrap()
         .topic_arn()
         .unwrap()
-        .to_string();
-    // An SNS envelope (the default) and raw message delivery.
-    let enveloped = ctx.create_queue("events-sns", 30).await;
-    let raw = ctx.create_queue("events-sns-raw", 30).await;
-    for (queue, raw_delivery) in [(&enveloped, false), (&raw, true)] {
-        let mut subscribe = sns
-            .subscribe()
-            .topic_arn(&topic)
-            .protocol("sqs")
-            .endpoint(ctx.queue_arn(queue).await);
-        if raw_delivery {
-            subscribe = subscribe.attributes("RawMessageDelivery", "true");
-        }
-        subscribe.send().await.unwrap();
-    }
-    let events = events("uploads");
-    let target: EventsTarget = topic.parse().unwrap();
-    assert_eq!(target.kind(), "sns");
-    publish_all(&target, &ctx, &events).await;
-
-    let envelopes = receive(&ctx, &enveloped, 3).await;
-    for envelope in &envelopes {
-        assert_eq!(envelope["Type"], "Notification", "{envelope}");
-        assert_eq!(envelope["TopicArn"], topic.as_str());
-    }
-    let inner: Vec<Value> = envelopes
-        .iter()
-        .map(|e| serde_json::from_str(e["Message"].as_str().unwrap()).unwrap())
-        .collect();
-    assert_eq!(in_order(inner, &events), expected(&events));
-    assert_eq!(
-        in_order(receive(&ctx, &raw, 3).await, &events),
-        expected(&events)
-    );
+        .to_string()
 }
 
-#[tokio::test]
-async fn an_eventbridge_rule_forwards_the_document_as_detail() {
-    let Some(ctx) = context("an_eventbridge_rule_forwards_the_document_as_detail").await else {
-        return;
-    };
+/// A new queue subscribed to `topic` (with an SNS envelope, or raw delivery); its URL.
+pub(crate) async fn subscribed_queue(ctx: &TestAws, topic: &str, raw_delivery: bool) -> String {
+    let sdk = aws::sdk_config(&ctx.aws).await;
+    let queue = ctx.create_queue("events-sns", 30).await;
+    let mut subscribe = aws::sns_client(&sdk)
+        .subscribe()
+        .topic_arn(topic)
+        .protocol("sqs")
+        .endpoint(ctx.queue_arn(&queue).await);
+    if raw_delivery {
+        subscribe = subscribe.attributes("RawMessageDelivery", "true");
+    }
+    subscribe.send().await.unwrap();
+    queue
+}
+
+/// A new EventBridge bus with a rule that sends everything from `source: resizeq` to a new
+/// queue: (bus name, bus ARN, queue URL).
+pub(crate) async fn eventbridge_bus_with_queue(ctx: &TestAws) -> (String, String, String) {
     let sdk = aws::sdk_config(&ctx.aws).await;
     let eventbridge = aws::eventbridge_client(&sdk);
     let bus_name = unique("bus");
@@ -236,6 +212,46 @@ async fn an_eventbridge_rule_forwards_the_document_as_detail() {
         .send()
         .await
         .unwrap();
+    (bus_name, bus_arn, queue)
+}
+
+#[tokio::test]
+async fn an_sns_topic_delivers_the_document_to_its_subscribed_queues() {
+    let Some(ctx) = context("an_sns_topic_delivers_the_document_to_its_subscribed_queues").await
+    else {
+        return;
+    };
+    let topic = sns_topic(&ctx).await;
+    // An SNS envelope (the default) and raw message delivery.
+    let enveloped = subscribed_queue(&ctx, &topic, false).await;
+    let raw = subscribed_queue(&ctx, &topic, true).await;
+    let events = events("uploads");
+    let target: EventsTarget = topic.parse().unwrap();
+    assert_eq!(target.kind(), "sns");
+    publish_all(&target, &ctx, &events).await;
+
+    let envelopes = receive(&ctx, &enveloped, 3).await;
+    for envelope in &envelopes {
+        assert_eq!(envelope["Type"], "Notification", "{envelope}");
+        assert_eq!(envelope["TopicArn"], topic.as_str());
+    }
+    let inner: Vec<Value> = envelopes
+        .iter()
+        .map(|e| serde_json::from_str(e["Message"].as_str().unwrap()).unwrap())
+        .collect();
+    assert_eq!(in_order(inner, &events), expected(&events));
+    assert_eq!(
+        in_order(receive(&ctx, &raw, 3).await, &events),
+        expected(&events)
+    );
+}
+
+#[tokio::test]
+async fn an_eventbridge_rule_forwards_the_document_as_detail() {
+    let Some(ctx) = context("an_eventbridge_rule_forwards_the_document_as_detail").await else {
+        return;
+    };
+    let (bus_name, bus_arn, queue) = eventbridge_bus_with_queue(&ctx).await;
     let events = events("uploads");
     // The bus by ARN for the first event, by name for the others.
     publish_all(&bus_arn.parse().unwrap(), &ctx, &events[..1]).await;

@@ -208,6 +208,39 @@ async fn deleting_a_file_removes_its_variants() {
     }
     assert!(root.join("photos-resized/80/kept.png.jpg").is_file());
     assert!(root.join("photos-resized/500/kept.png.jpg").is_file());
+    // The application is told, in `<bucket>-events.jsonl`.
+    let events_file = root.join("photos-events.jsonl");
+    let events_in_file = || {
+        let text = std::fs::read_to_string(&events_file).unwrap_or_default();
+        text.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .map(|e| {
+                (
+                    e["type"].as_str().unwrap().to_string(),
+                    e["subject"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    crate::common::wait_until("the deleted event is written", || async {
+        deleted()
+            .iter()
+            .any(|(t, _)| t == "resizeq.variants.deleted")
+    })
+    .await;
+    let mut events = events_in_file();
+    events.sort();
+    assert_eq!(
+        events,
+        [
+            (
+                "resizeq.variants.deleted".to_string(),
+                "gone.jpg".to_string()
+            ),
+            ("resizeq.variants.ready".to_string(), "gone.jpg".to_string()),
+            ("resizeq.variants.ready".to_string(), "kept.png".to_string()),
+        ]
+    );
 
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(30), task)

@@ -21,6 +21,7 @@ mod common;
 mod aws_adapters;
 mod cli;
 mod events;
+mod events_e2e;
 mod lifecycle_core;
 mod lifecycle_e2e;
 mod local_mode;
