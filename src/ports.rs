@@ -128,6 +128,12 @@ pub trait Queue: Send + Sync + 'static {
     /// The queue's own visibility timeout.
     fn visibility_timeout(&self) -> impl Future<Output = Result<Duration>> + Send;
 
+    /// How many receives the queue's redrive policy allows before it moves a message to its
+    /// dead-letter queue (SQS `maxReceiveCount`); `None`: no such policy.
+    fn max_receive_count(&self) -> impl Future<Output = Result<Option<u32>>> + Send {
+        async { Ok(None) }
+    }
+
     fn depth(&self) -> impl Future<Output = Result<QueueDepth>> + Send;
 }
 

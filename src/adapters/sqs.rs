@@ -409,6 +409,37 @@ impl Queue for SqsQueue {
     async fn depth(&self) -> Result<QueueDepth> {
         queue_depth(&self.client, &self.url).await
     }
+
+    async fn max_receive_count(&self) -> Result<Option<u32>> {
+        let attrs = self
+            .queue_attributes("RedrivePolicy", &[QueueAttributeName::RedrivePolicy])
+            .await?;
+        match attrs.get(&QueueAttributeName::RedrivePolicy) {
+            None => Ok(None),
+            Some(policy) if policy.trim().is_empty() => Ok(None),
+            Some(policy) => redrive_max_receives(policy).map(Some),
+        }
+    }
+}
+
+/// `maxReceiveCount` of a RedrivePolicy document (SQS writes it as a number or a string).
+fn redrive_max_receives(policy: &str) -> Result<u32> {
+    let value: serde_json::Value = serde_json::from_str(policy).map_err(|e| {
+        Error::config(format!(
+            "the queue's RedrivePolicy is not JSON ({e}): {policy}"
+        ))
+    })?;
+    let count = &value["maxReceiveCount"];
+    count
+        .as_u64()
+        .or_else(|| count.as_str().and_then(|s| s.parse().ok()))
+        .and_then(|n| u32::try_from(n).ok())
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| {
+            Error::config(format!(
+                "the queue's RedrivePolicy has no valid maxReceiveCount: {policy}"
+            ))
+        })
 }
 
 impl Enqueue for SqsQueue {
@@ -536,6 +567,18 @@ mod tests {
         assert!(cut.len() <= MAX_REASON_BYTES, "{}", cut.len());
         assert!(cut.ends_with('…'));
         assert_eq!(attribute_text("short", MAX_REASON_BYTES), "short");
+    }
+
+    #[test]
+    fn redrive_policies_give_their_max_receive_count() {
+        let arn = "arn:aws:sqs:us-east-1:123:dlq";
+        let text = format!(r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":"5"}}"#);
+        assert_eq!(redrive_max_receives(&text).unwrap(), 5);
+        let number = format!(r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":3}}"#);
+        assert_eq!(redrive_max_receives(&number).unwrap(), 3);
+        let e = redrive_max_receives(r#"{"maxReceiveCount":"lots"}"#).unwrap_err();
+        assert!(e.message().contains("maxReceiveCount"), "{e}");
+        assert!(redrive_max_receives("not json").unwrap_err().is_permanent());
     }
 
     #[test]

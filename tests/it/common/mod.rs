@@ -56,6 +56,7 @@ pub async fn context(test: &str) -> Option<TestAws> {
         region: Some(std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into())),
         endpoint_url: Some(endpoint.clone()),
         force_path_style: true,
+        ..AwsConfig::default()
     };
     let sdk = aws::sdk_config(&aws).await;
     Some(TestAws {
