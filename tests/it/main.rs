@@ -8,10 +8,12 @@
 mod common;
 
 mod aws_adapters;
+mod chaos;
 mod cli;
 mod local_mode;
 mod ops_backfill;
 mod ops_dlq;
+mod outages;
 mod pipeline;
 mod presign;
 mod telemetry_files;

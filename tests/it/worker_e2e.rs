@@ -25,7 +25,7 @@ use common::fault_proxy::{Fault, FaultProxy, Rule};
 use common::{corpus_file, fixture, wait_until, TestAws};
 
 /// Generous: a debug build, moto in Python and several tests at once.
-const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 
 macro_rules! context {
     ($name:expr) => {
@@ -37,16 +37,16 @@ macro_rules! context {
 }
 
 /// One test's buckets and queues, and the worker's working directory.
-struct World {
-    aws: TestAws,
-    source: String,
-    dest: String,
-    queue: String,
-    dlq: String,
-    dir: tempfile::TempDir,
+pub(crate) struct World {
+    pub(crate) aws: TestAws,
+    pub(crate) source: String,
+    pub(crate) dest: String,
+    pub(crate) queue: String,
+    pub(crate) dlq: String,
+    pub(crate) dir: tempfile::TempDir,
 }
 
-async fn world(aws: TestAws, prefix: &str, create_dest: bool) -> World {
+pub(crate) async fn world(aws: TestAws, prefix: &str, create_dest: bool) -> World {
     let source = aws.create_bucket(prefix).await;
     let dest = format!("{source}-resized");
     if create_dest {
@@ -82,7 +82,7 @@ async fn world(aws: TestAws, prefix: &str, create_dest: bool) -> World {
     }
 }
 
-async fn create_bucket_named(aws: &TestAws, name: &str) {
+pub(crate) async fn create_bucket_named(aws: &TestAws, name: &str) {
     aws.s3
         .create_bucket()
         .bucket(name)
@@ -101,7 +101,7 @@ async fn delete(aws: &TestAws, queue: &str, receipt: &str) {
         .expect("DeleteMessage");
 }
 
-async fn send(aws: &TestAws, queue: &str, body: &str) {
+pub(crate) async fn send(aws: &TestAws, queue: &str, body: &str) {
     aws.sqs
         .send_message()
         .queue_url(queue)
@@ -112,7 +112,7 @@ async fn send(aws: &TestAws, queue: &str, body: &str) {
 }
 
 impl World {
-    async fn upload(&self, key: &str, bytes: &[u8], content_type: &str) -> String {
+    pub(crate) async fn upload(&self, key: &str, bytes: &[u8], content_type: &str) -> String {
         self.aws
             .upload(&self.source, key, bytes, content_type, &[])
             .await
@@ -162,11 +162,11 @@ impl World {
     }
 
     /// (visible, not visible, delayed) of a queue.
-    async fn depth_of(&self, url: &str) -> (u64, u64, u64) {
+    pub(crate) async fn depth_of(&self, url: &str) -> (u64, u64, u64) {
         self.aws.depth_of(url).await
     }
 
-    async fn assert_queues_empty(&self) {
+    pub(crate) async fn assert_queues_empty(&self) {
         assert_eq!(
             self.depth_of(&self.queue).await,
             (0, 0, 0),
@@ -180,7 +180,7 @@ impl World {
     }
 
     /// The destination keys, sorted.
-    async fn dest_keys(&self) -> Vec<String> {
+    pub(crate) async fn dest_keys(&self) -> Vec<String> {
         let out = self
             .aws
             .s3
@@ -202,7 +202,7 @@ impl World {
         }
     }
 
-    async fn variant(&self, key: &str) -> Variant {
+    pub(crate) async fn variant(&self, key: &str) -> Variant {
         let out = self
             .aws
             .s3
@@ -233,7 +233,13 @@ impl World {
     }
 
     /// Both default variants of `key`: JPEG, with these dimensions, made from `etag`.
-    async fn assert_variants(&self, key: &str, etag: &str, small: (u32, u32), large: (u32, u32)) {
+    pub(crate) async fn assert_variants(
+        &self,
+        key: &str,
+        etag: &str,
+        small: (u32, u32),
+        large: (u32, u32),
+    ) {
         for (width, dims) in [(80, small), (500, large)] {
             let vkey = format!("{width}/{key}.jpg");
             let v = self.variant(&vkey).await;
@@ -272,7 +278,7 @@ impl World {
             .resizeq_command(self.dir.path(), &self.queue, &self.dlq, args, extra)
     }
 
-    fn spawn(&self, until_empty: bool, extra: &[(&str, &str)]) -> Worker {
+    pub(crate) fn spawn(&self, until_empty: bool, extra: &[(&str, &str)]) -> Worker {
         let mut child = self
             .command(until_empty, extra)
             .spawn()
@@ -295,20 +301,20 @@ impl World {
     }
 
     /// `run --until-empty` to its end; panics if it takes longer than RUN_TIMEOUT.
-    async fn run_until_empty(&self, extra: &[(&str, &str)]) -> Run {
+    pub(crate) async fn run_until_empty(&self, extra: &[(&str, &str)]) -> Run {
         self.spawn(true, extra).finish(RUN_TIMEOUT).await
     }
 }
 
-struct Variant {
-    content_type: String,
-    metadata: HashMap<String, String>,
-    last_modified: Option<i64>,
-    etag: String,
-    bytes: Vec<u8>,
+pub(crate) struct Variant {
+    pub(crate) content_type: String,
+    pub(crate) metadata: HashMap<String, String>,
+    pub(crate) last_modified: Option<i64>,
+    pub(crate) etag: String,
+    pub(crate) bytes: Vec<u8>,
 }
 
-struct Worker {
+pub(crate) struct Worker {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
     reader: tokio::task::JoinHandle<()>,
@@ -320,7 +326,7 @@ impl Worker {
         self.child.id().expect("a running child")
     }
 
-    fn signal(&self, signal: &str) {
+    pub(crate) fn signal(&self, signal: &str) {
         let status = std::process::Command::new("kill")
             .arg(format!("-{signal}"))
             .arg(self.pid().to_string())
@@ -330,16 +336,16 @@ impl Worker {
     }
 
     #[allow(dead_code)]
-    fn logs(&self) -> Vec<Value> {
+    pub(crate) fn logs(&self) -> Vec<Value> {
         parse_logs(&self.lines.lock().unwrap())
     }
 
     /// Whether a log line with this message has been written so far.
-    fn has_logged(&self, message: &str) -> bool {
+    pub(crate) fn has_logged(&self, message: &str) -> bool {
         self.logs().iter().any(|l| log_message(l) == message)
     }
 
-    async fn finish(mut self, timeout: Duration) -> Run {
+    pub(crate) async fn finish(mut self, timeout: Duration) -> Run {
         let status = match tokio::time::timeout(timeout, self.child.wait()).await {
             Ok(status) => status.expect("wait"),
             Err(_) => {
@@ -371,7 +377,7 @@ fn parse_logs(lines: &[String]) -> Vec<Value> {
         .collect()
 }
 
-fn log_message(log: &Value) -> &str {
+pub(crate) fn log_message(log: &Value) -> &str {
     log.pointer("/fields/message")
         .and_then(Value::as_str)
         .unwrap_or("")
@@ -381,15 +387,15 @@ fn log_time(log: &Value) -> Option<std::time::SystemTime> {
     humantime::parse_rfc3339_weak(log.get("timestamp")?.as_str()?.trim_end_matches('Z')).ok()
 }
 
-struct Run {
-    status: ExitStatus,
-    elapsed: Duration,
-    logs: Vec<Value>,
-    stderr: String,
+pub(crate) struct Run {
+    pub(crate) status: ExitStatus,
+    pub(crate) elapsed: Duration,
+    pub(crate) logs: Vec<Value>,
+    pub(crate) stderr: String,
 }
 
 impl Run {
-    fn assert_success(&self) {
+    pub(crate) fn assert_success(&self) {
         assert!(
             self.status.success(),
             "resizeq exited with {}; stderr:\n{}",
@@ -399,7 +405,7 @@ impl Run {
     }
 
     /// The counters of the final `resizeq worker stopped` line.
-    fn stats(&self) -> HashMap<String, u64> {
+    pub(crate) fn stats(&self) -> HashMap<String, u64> {
         let line = self
             .logs
             .iter()
@@ -414,7 +420,7 @@ impl Run {
             .collect()
     }
 
-    fn stat(&self, name: &str) -> u64 {
+    pub(crate) fn stat(&self, name: &str) -> u64 {
         self.stats().get(name).copied().unwrap_or(0)
     }
 
@@ -448,8 +454,8 @@ impl Run {
 /// (key, bytes, content type, 80-wide variant's dimensions, 500-wide variant's dimensions).
 type Upload = (String, Vec<u8>, &'static str, (u32, u32), (u32, u32));
 
-const TINY: (u32, u32) = (120, 80);
-const TINY_SMALL: (u32, u32) = (80, 53);
+pub(crate) const TINY: (u32, u32) = (120, 80);
+pub(crate) const TINY_SMALL: (u32, u32) = (80, 53);
 
 // --- 1 -------------------------------------------------------------------------------------------
 
@@ -1233,7 +1239,7 @@ async fn a_second_signal_exits_at_once() {
 // --- Observability: /metrics, /healthz, /readyz ------------------------------------------------
 
 /// A port free right now (the worker binds it a moment later).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -1242,7 +1248,7 @@ fn free_port() -> u16 {
 }
 
 /// GET over plain HTTP/1.0: (status, body); `None` while nothing listens.
-async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+pub(crate) async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
@@ -1257,7 +1263,7 @@ async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 }
 
 /// One sample of a scrape: the value of `name` whose labels include all of `labels`.
-fn sample(scrape: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn sample(scrape: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     scrape
         .lines()
         .filter(|l| !l.starts_with('#'))
