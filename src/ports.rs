@@ -18,7 +18,9 @@ use crate::event::Parsed;
 
 mod dlq;
 
-pub use dlq::{AttributeValue, DeadLetterQueue, DlqMessage, MoveTaskStatus, NO_KIND};
+pub use dlq::{
+    AttributeValue, DeadLetterQueue, DlqMessage, MoveTaskStatus, NO_KIND, SOURCE_MESSAGE_ID,
+};
 
 /// Most messages one queue call receives, sends, deletes or releases (SQS's batch limit; the
 /// in-memory queues keep it too).

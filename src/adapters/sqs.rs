@@ -15,6 +15,7 @@ use crate::error::{Error, ErrorKind, Result};
 pub use crate::ports::AWS_TRACE_HEADER;
 use crate::ports::{
     DeadLetter, Enqueue, Message, Queue, QueueDepth, MAX_BATCH, MAX_VISIBILITY_SECS,
+    SOURCE_MESSAGE_ID,
 };
 
 /// Long polls wait up to 20 s (batch and visibility limits: [`MAX_BATCH`],
@@ -199,7 +200,10 @@ fn string_attribute(value: &str, max: usize) -> MessageAttributeValue {
 }
 
 /// The dead-letter copy's attributes: `error_kind`, `error_reason`, `source_queue`,
-/// `receive_count`, `first_failed_at`, all of type String.
+/// `source_message_id`, `receive_count`, `first_failed_at`, all of type String. The source
+/// message id tells copies of one message apart from other messages: a send that succeeded
+/// followed by a delete that failed dead-letters the message again on its next receive, and
+/// `resizeq dlq stats` counts such duplicates.
 pub fn dead_letter_attributes(
     source_queue: &str,
     message: &Message,
@@ -219,6 +223,10 @@ pub fn dead_letter_attributes(
         (
             "source_queue".to_string(),
             string_attribute(source_queue, MAX_OTHER),
+        ),
+        (
+            SOURCE_MESSAGE_ID.to_string(),
+            string_attribute(&message.id, MAX_OTHER),
         ),
         (
             "receive_count".to_string(),

@@ -113,6 +113,22 @@ impl RetryPlan {
     }
 }
 
+/// Comment lines for `resizeq config show`: the retry schedule these settings give under a few
+/// redrive policies (the worker reads its queue's at start-up and logs the schedule).
+pub fn schedule_note(config: &QueueConfig) -> String {
+    let mut note = String::from(
+        "# Transient retries under the queue's RedrivePolicy (read at start-up; the worker logs \
+         its schedule):\n",
+    );
+    for max_receives in [Some(3), Some(5), Some(10), None] {
+        note.push_str(&format!(
+            "#   {}\n",
+            RetryPlan::new(config, max_receives).describe()
+        ));
+    }
+    note
+}
+
 /// Plain exponential backoff with jitter: base × 2^(receives − 1), capped, times 0.5–1.0.
 pub fn backoff(config: &QueueConfig, receive_count: u32) -> Duration {
     let exp = receive_count.saturating_sub(1).min(20);

@@ -18,7 +18,7 @@ use crate::common::fault_proxy::{s3_slow_down, sqs_error, Fault, FaultProxy, Rul
 use crate::common::{self, fixture, wait_until};
 use crate::worker_e2e::{log_message, world, Run, World, RUN_TIMEOUT};
 
-const UPLOADS_PER_ROUND: usize = 8;
+const UPLOADS_PER_ROUND: usize = 20;
 const ROUND: Duration = Duration::from_secs(10);
 
 fn secs(s: f64) -> Duration {
@@ -104,20 +104,31 @@ async fn chaos_loses_nothing_dead_letters_nothing_transient_and_never_rewrites_a
     let mut runs: Vec<Run> = Vec::new();
     let mut worker = w.spawn(false, &env);
     for round in 0..rounds {
-        for i in 0..UPLOADS_PER_ROUND {
-            let key = format!("chaos/{round}/{i}.jpg");
-            let etag = w.upload(&key, &fixture("tiny.jpg"), "image/jpeg").await;
-            uploads.push((key, etag));
-        }
         let round_start = Instant::now();
         for rule in round_faults(&w, Duration::ZERO) {
             proxy.add(rule);
         }
-        for kill_at in KILLS {
-            tokio::time::sleep_until((round_start + secs(kill_at)).into()).await;
-            worker.signal("KILL");
-            runs.push(worker.finish(RUN_TIMEOUT).await);
-            worker = w.spawn(false, &env);
+        // Uploads all through the round, so that every fault window meets work; the kills in
+        // between.
+        let mut schedule: Vec<(Duration, Option<usize>)> = (0..UPLOADS_PER_ROUND)
+            .map(|i| (ROUND * i as u32 / UPLOADS_PER_ROUND as u32, Some(i)))
+            .chain(KILLS.iter().map(|at| (secs(*at), None)))
+            .collect();
+        schedule.sort_by_key(|(at, _)| *at);
+        for (at, upload) in schedule {
+            tokio::time::sleep_until((round_start + at).into()).await;
+            match upload {
+                Some(i) => {
+                    let key = format!("chaos/{round}/{i}.jpg");
+                    let etag = w.upload(&key, &fixture("tiny.jpg"), "image/jpeg").await;
+                    uploads.push((key, etag));
+                }
+                None => {
+                    worker.signal("KILL");
+                    runs.push(worker.finish(RUN_TIMEOUT).await);
+                    worker = w.spawn(false, &env);
+                }
+            }
         }
         tokio::time::sleep_until((round_start + ROUND).into()).await;
     }

@@ -325,3 +325,44 @@ async fn awkward_keys_get_variants_or_a_reason_that_ends_with_its_cause() {
     assert!(reason.contains("bytes cut]…"), "{reason}");
     assert!(reason.contains("/end.jpg: "), "{reason}");
 }
+
+/// The DLQ send succeeds and the delete from the source queue fails: the message comes back
+/// and is dead-lettered again. Both copies name their source message, and `resizeq dlq stats`
+/// counts the second as a duplicate.
+#[tokio::test]
+async fn a_dead_letter_whose_delete_failed_is_reported_as_a_duplicate() {
+    let Some(ctx) = common::context("a_dead_letter_whose_delete_failed").await else {
+        return;
+    };
+    let w = world(ctx, "dup", true).await;
+    w.upload("dup/poison.jpg", b"not an image at all", "image/jpeg")
+        .await;
+    let proxy = FaultProxy::start(&w.aws.endpoint).await;
+    // One failed DeleteMessage: the SDK makes 3 attempts.
+    proxy.add(Rule::sqs("DeleteMessage", sqs_error(500, "InternalError")).times(3));
+    let run = w
+        .run_until_empty(&[("RESIZEQ_AWS__ENDPOINT_URL", proxy.endpoint.as_str())])
+        .await;
+    run.assert_success();
+    assert_eq!(proxy.faulted(), 3);
+    assert_eq!(run.stat("dead_lettered"), 1, "{}", run.stderr);
+    assert_eq!(run.stat("retried"), 1, "{}", run.stderr);
+
+    let stats = w
+        .aws
+        .resizeq_command(
+            w.dir.path(),
+            &w.queue,
+            &w.dlq,
+            &["dlq", "stats", "--json"],
+            &[],
+        )
+        .output()
+        .await
+        .expect("resizeq dlq stats");
+    assert!(stats.status.success(), "{stats:?}");
+    let json: serde_json::Value = serde_json::from_slice(&stats.stdout).expect("JSON");
+    assert_eq!(json["visible"], 2, "{json}");
+    assert_eq!(json["by_error_kind"]["unsupported"], 2, "{json}");
+    assert_eq!(json["duplicates"], 1, "{json}");
+}
