@@ -139,12 +139,13 @@ pub fn backoff(config: &QueueConfig, receive_count: u32) -> Duration {
 /// `90s`, `4m`, `2h30m`: a delay as an operator reads it.
 fn short(d: Duration) -> String {
     let secs = d.as_secs();
-    match secs {
-        0..=119 => format!("{secs}s"),
-        120..=7199 if secs.is_multiple_of(60) => format!("{}m", secs / 60),
-        120..=7199 => format!("{}m{}s", secs / 60, secs % 60),
-        _ if secs.is_multiple_of(3600) => format!("{}h", secs / 3600),
-        _ => format!("{}h{}m", secs / 3600, secs % 3600 / 60),
+    let (hours, minutes, seconds) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    match (hours, minutes, seconds) {
+        _ if secs < 120 => format!("{secs}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, 0, _) => format!("{h}h"),
+        (h, m, _) => format!("{h}h{m}m"),
     }
 }
 
@@ -219,6 +220,19 @@ mod tests {
         assert!(p
             .describe()
             .starts_with("no redrive policy: retries after 5s, 10s"));
+    }
+
+    #[test]
+    fn delays_read_as_an_operator_writes_them() {
+        for (secs, text) in [
+            (90, "90s"),
+            (120, "2m"),
+            (975, "16m15s"),
+            (3600, "1h"),
+            (9000, "2h30m"),
+        ] {
+            assert_eq!(short(Duration::from_secs(secs)), text);
+        }
     }
 
     #[test]
