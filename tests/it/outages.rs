@@ -54,9 +54,10 @@ async fn dead_letters(w: &World, expected: usize) -> Vec<(String, HashMap<String
     found
 }
 
-/// A 10 s S3 outage under maxReceiveCount 5. With 1 s retries doubling to at most 2 s, the
-/// five receives are spent in under 8 s; with a 16 s retry window they span the outage, and
-/// every upload is processed with nothing in the DLQ.
+/// A 25 s S3 outage under maxReceiveCount 5. With 1 s retries (the shape of the old 5 s
+/// doubling, scaled down) the five receives are spent in about 20 s, the SDK's own retries
+/// included, and the redrive policy took the uploads; with a 36 s retry window the receives
+/// span the outage, and every upload is processed with nothing in the DLQ.
 #[tokio::test]
 async fn an_s3_outage_under_max_receive_count_5_ends_with_every_upload_processed() {
     let Some(ctx) = common::context("an_s3_outage_under_max_receive_count_5").await else {
@@ -70,13 +71,13 @@ async fn an_s3_outage_under_max_receive_count_5_ends_with_every_upload_processed
         uploads.push((key, etag));
     }
     let proxy = FaultProxy::start(&w.aws.endpoint).await;
-    proxy.add(s3_outage(Duration::from_secs(10)));
+    proxy.add(s3_outage(Duration::from_secs(25)));
     let run = w
         .run_until_empty(&[
             ("RESIZEQ_AWS__ENDPOINT_URL", proxy.endpoint.as_str()),
             ("RESIZEQ_QUEUE__RETRY_BASE_SECS", "1"),
-            ("RESIZEQ_QUEUE__RETRY_MAX_SECS", "2"),
-            ("RESIZEQ_QUEUE__RETRY_WINDOW_SECS", "16"),
+            ("RESIZEQ_QUEUE__RETRY_MAX_SECS", "1"),
+            ("RESIZEQ_QUEUE__RETRY_WINDOW_SECS", "36"),
         ])
         .await;
     run.assert_success();
