@@ -367,3 +367,36 @@ async fn a_dead_letter_whose_delete_failed_is_reported_as_a_duplicate() {
     assert_eq!(json["by_error_kind"]["unsupported"], 2, "{json}");
     assert_eq!(json["duplicates"], 1, "{json}");
 }
+
+/// The source bucket deleted (with the object) after the event: `NoSuchBucket` on the GET is
+/// the object gone, acknowledged as superseded, not a fault retried until the redrive policy
+/// moves the event without a reason.
+#[tokio::test]
+async fn a_deleted_source_bucket_is_the_object_gone_not_a_transient_fault() {
+    let Some(ctx) = common::context("a_deleted_source_bucket").await else {
+        return;
+    };
+    let w = world(ctx, "gone", true).await;
+    w.upload("gone/a.jpg", &fixture("tiny.jpg"), "image/jpeg")
+        .await;
+    w.aws
+        .s3
+        .delete_object()
+        .bucket(&w.source)
+        .key("gone/a.jpg")
+        .send()
+        .await
+        .expect("DeleteObject");
+    w.aws
+        .s3
+        .delete_bucket()
+        .bucket(&w.source)
+        .send()
+        .await
+        .expect("DeleteBucket");
+    let run = w.run_until_empty(&[]).await;
+    run.assert_success();
+    assert_eq!(run.stat("superseded"), 1, "{}", run.stderr);
+    assert_eq!(run.stat("retried"), 0, "{}", run.stderr);
+    w.assert_queues_empty().await;
+}

@@ -1454,8 +1454,9 @@ async fn not_ready_until_the_queue_answers_and_a_taken_port_fails_start_up() {
     };
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("no successful poll"), "{body}");
-    wait_until("a poll has failed", || async {
-        worker.has_logged("receive failed")
+    wait_until("a call to the queue has failed", || async {
+        worker.has_logged("start-up: the queue did not answer; trying again")
+            || worker.has_logged("receive failed")
     })
     .await;
     assert_eq!(http_get(port, "/readyz").await.map(|r| r.0), Some(503));
