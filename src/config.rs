@@ -89,7 +89,14 @@ pub struct QueueConfig {
     pub max_lease_secs: u64,
     /// First retry delay of a transient failure; doubles per receive, with jitter.
     pub retry_base_secs: u64,
+    /// Longest single retry delay while that doubling alone fills the retry window.
     pub retry_max_secs: u64,
+    /// The retries of a transient failure span at least this long within the queue's
+    /// maxReceiveCount (delays are stretched to fit); then the worker dead-letters the message
+    /// itself as `transient_exhausted`, with the last error as the reason.
+    pub retry_window_secs: u64,
+    /// How long start-up keeps retrying a queue that does not answer before giving up.
+    pub startup_deadline_secs: u64,
 }
 
 impl Default for QueueConfig {
@@ -103,11 +110,13 @@ impl Default for QueueConfig {
             max_lease_secs: 15 * 60,
             retry_base_secs: 5,
             retry_max_secs: 15 * 60,
+            retry_window_secs: 30 * 60,
+            startup_deadline_secs: 10 * 60,
         }
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AwsConfig {
     /// Unset: aws-config's chain (`AWS_REGION`, profile, IMDS).
@@ -116,6 +125,23 @@ pub struct AwsConfig {
     pub endpoint_url: Option<String>,
     /// Path-style S3 addressing (`http://host/bucket/key`), needed by most emulators.
     pub force_path_style: bool,
+    /// Time allowed to open a connection to S3 or SQS.
+    pub connect_timeout_secs: u64,
+    /// Time allowed for one attempt of any AWS call (the SDK retries up to 3 attempts); must
+    /// exceed the long-poll wait.
+    pub attempt_timeout_secs: u64,
+}
+
+impl Default for AwsConfig {
+    fn default() -> Self {
+        AwsConfig {
+            region: None,
+            endpoint_url: None,
+            force_path_style: false,
+            connect_timeout_secs: 5,
+            attempt_timeout_secs: 60,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -211,6 +237,11 @@ pub struct WorkerConfig {
     pub memory_budget_mib: u64,
     /// After SIGTERM, how long in-flight jobs may take to finish.
     pub shutdown_timeout_secs: u64,
+    /// A job still running after this long is stopped and its message retried (transient).
+    pub job_deadline_secs: u64,
+    /// `/healthz` fails when every job slot has been busy this long without one freeing, or a
+    /// job outlives its deadline by this long.
+    pub stall_secs: u64,
     /// Local mode: the folder whose `<bucket>/` subfolders are watched.
     pub local_root: String,
 }
@@ -222,6 +253,8 @@ impl Default for WorkerConfig {
             cpu_workers: 0,
             memory_budget_mib: 1024,
             shutdown_timeout_secs: 25,
+            job_deadline_secs: 10 * 60,
+            stall_secs: 5 * 60,
             local_root: "data".into(),
         }
     }
@@ -335,6 +368,30 @@ impl Config {
             return Err(Error::config(
                 "queue.retry_base_secs / retry_max_secs: need 1 <= base <= max <= 43200",
             ));
+        }
+        if q.retry_window_secs == 0 || q.startup_deadline_secs == 0 {
+            return Err(Error::config(
+                "queue.retry_window_secs / startup_deadline_secs: must be at least 1",
+            ));
+        }
+        let aws = &self.aws;
+        if aws.connect_timeout_secs == 0 || aws.attempt_timeout_secs <= q.wait_time_secs {
+            return Err(Error::config(format!(
+                "aws.connect_timeout_secs / attempt_timeout_secs: need connect >= 1 and attempt \
+                 > queue.wait_time_secs ({}), or every long poll would time out",
+                q.wait_time_secs
+            )));
+        }
+        let w = &self.worker;
+        if w.job_deadline_secs == 0 || w.job_deadline_secs > q.max_lease_secs {
+            return Err(Error::config(format!(
+                "worker.job_deadline_secs: need 1 to queue.max_lease_secs ({}), so that no \
+                 lease runs out under a running job",
+                q.max_lease_secs
+            )));
+        }
+        if w.stall_secs == 0 {
+            return Err(Error::config("worker.stall_secs: must be at least 1"));
         }
         if self.worker.max_in_flight == 0 {
             return Err(Error::config("worker.max_in_flight: must be at least 1"));

@@ -29,6 +29,9 @@ pub enum ErrorKind {
     Panic,
     /// Work given up because the worker is shutting down; the message is released.
     Cancelled,
+    /// A transient fault outlasted every receive the queue's redrive policy allows: the
+    /// worker dead-letters the message itself, with the last error as the reason.
+    TransientExhausted,
 }
 
 impl ErrorKind {
@@ -44,6 +47,7 @@ impl ErrorKind {
             ErrorKind::Poison => "poison",
             ErrorKind::Panic => "panic",
             ErrorKind::Cancelled => "cancelled",
+            ErrorKind::TransientExhausted => "transient_exhausted",
         }
     }
 

@@ -21,7 +21,9 @@ use crate::event::Parsed;
 mod dlq;
 mod events;
 
-pub use dlq::{AttributeValue, DeadLetterQueue, DlqMessage, MoveTaskStatus, NO_KIND};
+pub use dlq::{
+    AttributeValue, DeadLetterQueue, DlqMessage, MoveTaskStatus, NO_KIND, SOURCE_MESSAGE_ID,
+};
 pub use events::Publish;
 
 /// Most messages one queue call receives, sends, deletes or releases (SQS's batch limit; the
@@ -131,6 +133,12 @@ pub trait Queue: Send + Sync + 'static {
 
     /// The queue's own visibility timeout.
     fn visibility_timeout(&self) -> impl Future<Output = Result<Duration>> + Send;
+
+    /// How many receives the queue's redrive policy allows before it moves a message to its
+    /// dead-letter queue (SQS `maxReceiveCount`); `None`: no such policy.
+    fn max_receive_count(&self) -> impl Future<Output = Result<Option<u32>>> + Send {
+        async { Ok(None) }
+    }
 
     fn depth(&self) -> impl Future<Output = Result<QueueDepth>> + Send;
 }

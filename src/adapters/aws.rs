@@ -1,6 +1,9 @@
 //! What the S3 and SQS adapters share: the SDK configuration, the clients, and the one place
 //! where SDK errors become our [`Error`] (permanent or transient).
 
+use std::time::Duration;
+
+use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
@@ -10,9 +13,14 @@ use crate::error::{Error, ErrorKind};
 
 /// The SDK configuration from aws-config's default chain (environment, profile, web identity
 /// / IRSA, ECS container credentials, IMDS), with `aws.region` and `aws.endpoint_url` from our
-/// config taking precedence when set.
+/// config taking precedence when set, and our connect and per-attempt time-outs on every call:
+/// a stalled connection fails as a (transient) time-out instead of holding a job forever.
 pub async fn sdk_config(aws: &AwsConfig) -> SdkConfig {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(aws.connect_timeout_secs))
+        .operation_attempt_timeout(Duration::from_secs(aws.attempt_timeout_secs))
+        .build();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts);
     if let Some(region) = &aws.region {
         loader = loader.region(Region::new(region.clone()));
     }

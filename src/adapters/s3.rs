@@ -48,6 +48,11 @@ fn get_error(bucket: &str, key: &str, err: SdkError<GetObjectError>) -> Result<G
             return Ok(GetOutcome::NotFound);
         }
     }
+    // A source bucket deleted since the event took the object with it: gone, not a fault that
+    // passes (a missing *destination* bucket, on PUT, stays transient: an operator creates it).
+    if aws_sdk_s3::error::ProvideErrorMetadata::code(&err) == Some("NoSuchBucket") {
+        return Ok(GetOutcome::NotFound);
+    }
     if status == Some(412)
         || aws_sdk_s3::error::ProvideErrorMetadata::code(&err) == Some("PreconditionFailed")
     {

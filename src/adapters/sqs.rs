@@ -15,6 +15,7 @@ use crate::error::{Error, ErrorKind, Result};
 pub use crate::ports::AWS_TRACE_HEADER;
 use crate::ports::{
     DeadLetter, Enqueue, Message, Queue, QueueDepth, MAX_BATCH, MAX_VISIBILITY_SECS,
+    SOURCE_MESSAGE_ID,
 };
 
 /// Long polls wait up to 20 s (batch and visibility limits: [`MAX_BATCH`],
@@ -199,7 +200,10 @@ fn string_attribute(value: &str, max: usize) -> MessageAttributeValue {
 }
 
 /// The dead-letter copy's attributes: `error_kind`, `error_reason`, `source_queue`,
-/// `receive_count`, `first_failed_at`, all of type String.
+/// `source_message_id`, `receive_count`, `first_failed_at`, all of type String. The source
+/// message id tells copies of one message apart from other messages: a send that succeeded
+/// followed by a delete that failed dead-letters the message again on its next receive, and
+/// `resizeq dlq stats` counts such duplicates.
 pub fn dead_letter_attributes(
     source_queue: &str,
     message: &Message,
@@ -219,6 +223,10 @@ pub fn dead_letter_attributes(
         (
             "source_queue".to_string(),
             string_attribute(source_queue, MAX_OTHER),
+        ),
+        (
+            SOURCE_MESSAGE_ID.to_string(),
+            string_attribute(&message.id, MAX_OTHER),
         ),
         (
             "receive_count".to_string(),
@@ -409,6 +417,37 @@ impl Queue for SqsQueue {
     async fn depth(&self) -> Result<QueueDepth> {
         queue_depth(&self.client, &self.url).await
     }
+
+    async fn max_receive_count(&self) -> Result<Option<u32>> {
+        let attrs = self
+            .queue_attributes("RedrivePolicy", &[QueueAttributeName::RedrivePolicy])
+            .await?;
+        match attrs.get(&QueueAttributeName::RedrivePolicy) {
+            None => Ok(None),
+            Some(policy) if policy.trim().is_empty() => Ok(None),
+            Some(policy) => redrive_max_receives(policy).map(Some),
+        }
+    }
+}
+
+/// `maxReceiveCount` of a RedrivePolicy document (SQS writes it as a number or a string).
+fn redrive_max_receives(policy: &str) -> Result<u32> {
+    let value: serde_json::Value = serde_json::from_str(policy).map_err(|e| {
+        Error::config(format!(
+            "the queue's RedrivePolicy is not JSON ({e}): {policy}"
+        ))
+    })?;
+    let count = &value["maxReceiveCount"];
+    count
+        .as_u64()
+        .or_else(|| count.as_str().and_then(|s| s.parse().ok()))
+        .and_then(|n| u32::try_from(n).ok())
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| {
+            Error::config(format!(
+                "the queue's RedrivePolicy has no valid maxReceiveCount: {policy}"
+            ))
+        })
 }
 
 impl Enqueue for SqsQueue {
@@ -536,6 +575,18 @@ mod tests {
         assert!(cut.len() <= MAX_REASON_BYTES, "{}", cut.len());
         assert!(cut.ends_with('…'));
         assert_eq!(attribute_text("short", MAX_REASON_BYTES), "short");
+    }
+
+    #[test]
+    fn redrive_policies_give_their_max_receive_count() {
+        let arn = "arn:aws:sqs:us-east-1:123:dlq";
+        let text = format!(r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":"5"}}"#);
+        assert_eq!(redrive_max_receives(&text).unwrap(), 5);
+        let number = format!(r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":3}}"#);
+        assert_eq!(redrive_max_receives(&number).unwrap(), 3);
+        let e = redrive_max_receives(r#"{"maxReceiveCount":"lots"}"#).unwrap_err();
+        assert!(e.message().contains("maxReceiveCount"), "{e}");
+        assert!(redrive_max_receives("not json").unwrap_err().is_permanent());
     }
 
     #[test]

@@ -112,7 +112,11 @@ fn main() -> ExitCode {
         Command::Config {
             action: ConfigAction::Show,
         } => {
-            print!("{}", config.to_toml());
+            print!(
+                "{}{}",
+                resizeq::worker::retry::schedule_note(&config.queue),
+                config.to_toml()
+            );
             ExitCode::SUCCESS
         }
         Command::Config {

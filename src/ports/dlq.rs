@@ -17,6 +17,10 @@ use crate::ports::MAX_BATCH;
 /// The `error_kind` shown for messages without one (moved by a redrive policy, not by us).
 pub const NO_KIND: &str = "none";
 
+/// The attribute naming the source queue's message id on a dead-letter copy: two copies with
+/// the same one are a duplicate (a send that succeeded, a delete that did not).
+pub const SOURCE_MESSAGE_ID: &str = "source_message_id";
+
 /// A message attribute, kept whole (type and binary values too) so a replay can copy it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttributeValue {

@@ -208,6 +208,15 @@ metric!(
     "Messages being worked on now."
 );
 metric!(
+    JOBS_STALLED,
+    "resizeq_jobs_stalled",
+    Gauge,
+    Count,
+    &[],
+    NO_BUCKETS,
+    "Jobs running longer than worker.stall_secs now (a stalled S3 call or a wedged decode)."
+);
+metric!(
     JOBS_WAITING_FOR_CPU,
     "resizeq_jobs_waiting_for_cpu",
     Gauge,
@@ -275,6 +284,7 @@ pub const ALL: &[&Metric] = &[
     &SOURCE_BYTES,
     &SOURCE_PIXELS,
     &JOBS_IN_FLIGHT,
+    &JOBS_STALLED,
     &JOBS_WAITING_FOR_CPU,
     &MEMORY_BUDGET,
     &MEMORY_IN_USE,

@@ -1,10 +1,14 @@
 //! What `/healthz` and `/readyz` answer, fed by the worker's receive loop.
 //!
-//! Live: the loop has made progress (polled, or checked in while waiting for room) recently;
-//! a wedged loop gets the container restarted. Ready: the queue answered a poll recently (so
+//! Live: the loop has made progress (polled, or checked in while waiting for room) recently,
+//! and its jobs are not stalled (every slot busy with none freed for `worker.stall_secs`, or a
+//! job running that long past its deadline); a wedged worker gets the container restarted.
+//! Ready: the queue answered a poll recently (so
 //! config and credentials work) and the worker is not draining for shutdown.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 #[derive(Debug)]
@@ -17,7 +21,24 @@ pub struct Health {
     draining: AtomicBool,
     live_within: Duration,
     ready_within: Duration,
+    jobs: JobTracker,
 }
+
+/// The jobs running now and when a slot last freed, for the stall checks.
+#[derive(Debug)]
+struct JobTracker {
+    /// Start (ms since `epoch`) of each running job, by ticket.
+    running: Mutex<HashMap<u64, u64>>,
+    next_ticket: AtomicU64,
+    last_freed: AtomicU64,
+    slots: usize,
+    deadline: Duration,
+    stall_after: Duration,
+}
+
+/// A running job, as [`Health`] knows it: hand it back to [`Health::job_finished`].
+#[derive(Debug)]
+pub struct JobTicket(u64);
 
 impl Health {
     /// `poll_wait` is the long-poll wait: a healthy loop reports at least once per poll.
@@ -30,7 +51,79 @@ impl Health {
             draining: AtomicBool::new(false),
             live_within: poll_wait * 3 + Duration::from_secs(60),
             ready_within: poll_wait * 2 + Duration::from_secs(30),
+            jobs: JobTracker {
+                running: Mutex::new(HashMap::new()),
+                next_ticket: AtomicU64::new(0),
+                last_freed: AtomicU64::new(0),
+                slots: usize::MAX,
+                deadline: Duration::MAX,
+                stall_after: Duration::MAX,
+            },
         }
+    }
+
+    /// With the stall checks: `slots` jobs at most, each with `deadline`; stalled when every
+    /// slot stays busy for `stall_after` with none freed, or a job runs `stall_after` past its
+    /// deadline.
+    pub fn with_stall_checks(
+        mut self,
+        slots: usize,
+        deadline: Duration,
+        stall_after: Duration,
+    ) -> Health {
+        self.jobs.slots = slots;
+        self.jobs.deadline = deadline;
+        self.jobs.stall_after = stall_after;
+        self
+    }
+
+    pub fn job_started(&self) -> JobTicket {
+        let ticket = self.jobs.next_ticket.fetch_add(1, Ordering::Relaxed);
+        let now = self.now();
+        self.jobs.running.lock().unwrap().insert(ticket, now);
+        JobTicket(ticket)
+    }
+
+    pub fn job_finished(&self, ticket: JobTicket) {
+        self.jobs.running.lock().unwrap().remove(&ticket.0);
+        self.jobs.last_freed.store(self.now(), Ordering::Relaxed);
+    }
+
+    /// Jobs running for longer than the stall time now.
+    pub fn stalled_jobs(&self) -> usize {
+        let now = self.now();
+        let limit = millis(self.jobs.stall_after);
+        let running = self.jobs.running.lock().unwrap();
+        running
+            .values()
+            .filter(|start| now.saturating_sub(**start) > limit)
+            .count()
+    }
+
+    /// Why the jobs count as stalled, if they do.
+    fn stall(&self) -> Option<String> {
+        let jobs = &self.jobs;
+        let now = self.now();
+        let running = jobs.running.lock().unwrap();
+        let oldest = running.values().min().copied()?;
+        let newest = running.values().max().copied()?;
+        let past_deadline = millis(jobs.deadline).saturating_add(millis(jobs.stall_after));
+        if now.saturating_sub(oldest) > past_deadline {
+            return Some(format!(
+                "a job has run {} s, past its deadline of {} s",
+                (now - oldest) / 1000,
+                jobs.deadline.as_secs()
+            ));
+        }
+        let since_freed = now.saturating_sub(jobs.last_freed.load(Ordering::Relaxed).max(newest));
+        if running.len() >= jobs.slots && since_freed > millis(jobs.stall_after) {
+            return Some(format!(
+                "all {} job slots busy and none freed for {} s",
+                jobs.slots,
+                since_freed / 1000
+            ));
+        }
+        None
     }
 
     fn now(&self) -> u64 {
@@ -76,9 +169,21 @@ impl Health {
     }
 
     pub fn is_live(&self) -> bool {
+        self.liveness().is_ok()
+    }
+
+    /// Why it is not live, for the `/healthz` body.
+    pub fn liveness(&self) -> Result<(), String> {
         // Before the first turn of the loop (start-up) the process counts as live.
-        self.last_progress.load(Ordering::Relaxed) == 0
-            || self.within(&self.last_progress, self.live_within)
+        let progressing = self.last_progress.load(Ordering::Relaxed) == 0
+            || self.within(&self.last_progress, self.live_within);
+        if !progressing {
+            return Err("the receive loop has made no progress recently".into());
+        }
+        match self.stall() {
+            Some(why) => Err(format!("jobs stalled: {why}")),
+            None => Ok(()),
+        }
     }
 
     pub fn is_ready(&self) -> bool {
@@ -97,6 +202,10 @@ impl Health {
             Ok(())
         }
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis().min(u64::MAX as u128) as u64
 }
 
 impl Default for Health {
@@ -123,6 +232,44 @@ mod tests {
         assert!(health.is_ready());
         health.start_draining();
         assert_eq!(health.readiness(), Err("draining for shutdown"));
+        assert!(health.is_live());
+    }
+
+    #[test]
+    fn every_slot_busy_with_none_freed_is_a_stall() {
+        let health = Health::new(Duration::from_secs(1)).with_stall_checks(
+            2,
+            Duration::from_secs(60),
+            Duration::from_millis(50),
+        );
+        health.progress();
+        let a = health.job_started();
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(health.is_live(), "one slot of two busy is not a stall");
+        let b = health.job_started();
+        assert!(health.is_live(), "the second slot was just taken");
+        std::thread::sleep(Duration::from_millis(80));
+        let why = health.liveness().unwrap_err();
+        assert!(why.contains("all 2 job slots busy"), "{why}");
+        assert_eq!(health.stalled_jobs(), 2);
+        health.job_finished(a);
+        assert!(health.is_live(), "a slot freed");
+        health.job_finished(b);
+        assert_eq!(health.stalled_jobs(), 0);
+    }
+
+    #[test]
+    fn a_job_long_past_its_deadline_is_a_stall() {
+        let health = Health::new(Duration::from_secs(1)).with_stall_checks(
+            8,
+            Duration::from_millis(30),
+            Duration::from_millis(30),
+        );
+        let job = health.job_started();
+        std::thread::sleep(Duration::from_millis(80));
+        let why = health.liveness().unwrap_err();
+        assert!(why.contains("past its deadline"), "{why}");
+        health.job_finished(job);
         assert!(health.is_live());
     }
 

@@ -64,6 +64,7 @@ pub fn spawn(listener: TcpListener, metrics: Option<PrometheusHandle>, health: A
 }
 
 async fn render_metrics(State(endpoints): State<Endpoints>) -> impl IntoResponse {
+    metrics::gauge!(catalogue::JOBS_STALLED.name).set(endpoints.health.stalled_jobs() as f64);
     match &endpoints.metrics {
         Some(handle) => (
             StatusCode::OK,
@@ -79,13 +80,9 @@ async fn render_metrics(State(endpoints): State<Endpoints>) -> impl IntoResponse
 }
 
 async fn healthz(State(endpoints): State<Endpoints>) -> impl IntoResponse {
-    if endpoints.health.is_live() {
-        (StatusCode::OK, "ok\n")
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the receive loop has made no progress recently\n",
-        )
+    match endpoints.health.liveness() {
+        Ok(()) => (StatusCode::OK, "ok\n".to_string()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
     }
 }
 

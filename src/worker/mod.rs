@@ -5,7 +5,11 @@
 
 pub mod job;
 pub mod local;
+mod metadata_value;
 pub mod processor;
+pub mod reason;
+pub mod retry;
+pub mod startup;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,11 +23,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
 use crate::config::{Config, QueueConfig};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::ports::{DeadLetter, Message, Queue, Store};
-use crate::telemetry::{self, catalogue, health::Health};
+use crate::telemetry::{self, catalogue, health::Health, health::JobTicket};
 use job::Decision;
 pub use processor::{Processor, RecordOutcome};
+use reason::{dead_letter_reason, MAX_REASON_BYTES};
+pub use retry::backoff;
+use retry::{NextTry, RetryPlan};
+use startup::QueueFacts;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// Everything a job needs, shared by all jobs: the queue, the job core and the loop's limits.
@@ -32,6 +40,8 @@ pub struct WorkerContext<Q, S> {
     pub processor: Processor<S>,
     pub queue_config: QueueConfig,
     pub max_in_flight: usize,
+    /// A job still running after this long is stopped and its message retried.
+    pub job_deadline: Duration,
     pub stats: Stats,
     /// What `/healthz` and `/readyz` answer; fed by the receive loop.
     pub health: Arc<Health>,
@@ -44,10 +54,15 @@ impl<Q, S: Store> WorkerContext<Q, S> {
             processor: Processor::new(config, store)?,
             queue_config: config.queue.clone(),
             max_in_flight: config.worker.max_in_flight,
+            job_deadline: Duration::from_secs(config.worker.job_deadline_secs),
             stats: Stats::default(),
-            health: Arc::new(Health::new(Duration::from_secs(
-                config.queue.wait_time_secs,
-            ))),
+            health: Arc::new(
+                Health::new(Duration::from_secs(config.queue.wait_time_secs)).with_stall_checks(
+                    config.worker.max_in_flight,
+                    Duration::from_secs(config.worker.job_deadline_secs),
+                    Duration::from_secs(config.worker.stall_secs),
+                ),
+            ),
         })
     }
 
@@ -165,10 +180,11 @@ pub async fn run<Q: Queue, S: Store>(
     shutdown_timeout: Duration,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let queue_visibility = match ctx.queue_config.visibility_timeout_secs {
-        Some(secs) => Duration::from_secs(secs),
-        None => ctx.queue.visibility_timeout().await?,
+    let facts = startup::learn_queue(&ctx.queue, &ctx.queue_config, &ctx.health, &shutdown).await?;
+    let Some(facts) = facts else {
+        return Ok(());
     };
+    let facts = Arc::new(facts);
     let max_in_flight = Arc::new(Semaphore::new(ctx.max_in_flight));
     let (ack_tx, ack_rx) = mpsc::channel::<Message>(1024);
     let acker = tokio::spawn(ack_batcher(ctx.clone(), ack_rx));
@@ -237,14 +253,22 @@ pub async fn run<Q: Queue, S: Store>(
             if mode == Mode::UntilEmpty && jobs.is_empty() {
                 // Empty only counts when nothing is in flight anywhere: a crashed worker's
                 // leases must expire and be processed first.
-                if ctx.queue.depth().await?.is_empty() {
-                    empty_checks += 1;
-                    if empty_checks >= 2 {
-                        info!("queue is empty");
-                        break;
+                match ctx.queue.depth().await {
+                    Ok(depth) if depth.is_empty() => {
+                        empty_checks += 1;
+                        if empty_checks >= 2 {
+                            info!("queue is empty");
+                            break;
+                        }
                     }
-                } else {
-                    empty_checks = 0;
+                    Ok(_) => empty_checks = 0,
+                    Err(e) if e.is_permanent() => return Err(e),
+                    // A blip: not known to be empty; the next empty poll checks again.
+                    Err(e) => {
+                        empty_checks = 0;
+                        metrics::counter!(catalogue::POLL_ERRORS.name).increment(1);
+                        warn!(error = %e, "queue depth check failed; checking again");
+                    }
                 }
             }
             continue;
@@ -256,6 +280,7 @@ pub async fn run<Q: Queue, S: Store>(
             let ctx = ctx.clone();
             let ack_tx = ack_tx.clone();
             let draining = draining.clone();
+            let facts = facts.clone();
             let span = tracing::info_span!(
                 "message",
                 message_id = %message.id,
@@ -266,7 +291,7 @@ pub async fn run<Q: Queue, S: Store>(
             jobs.spawn(
                 async move {
                     let _permit = permit;
-                    run_job(&ctx, message, queue_visibility, &ack_tx, &draining).await;
+                    run_job(&ctx, message, &facts, &ack_tx, &draining).await;
                 }
                 .instrument(span),
             );
@@ -295,10 +320,12 @@ pub async fn run<Q: Queue, S: Store>(
 }
 
 /// One message, start to finish: lease kept alive meanwhile, then ack, retry or dead-letter.
+/// The job gets `ctx.job_deadline`; a job still running then (a stalled call) is stopped and
+/// retried as a transient failure.
 async fn run_job<Q: Queue, S: Store>(
     ctx: &Arc<WorkerContext<Q, S>>,
     message: Message,
-    visibility: Duration,
+    facts: &QueueFacts,
     acks: &mpsc::Sender<Message>,
     draining: &CancellationToken,
 ) {
@@ -311,18 +338,26 @@ async fn run_job<Q: Queue, S: Store>(
     }
     // Stops extending the lease when the job ends, also when it is aborted at the shutdown
     // deadline: the message must then reappear after one visibility timeout.
-    let _lease = AbortOnDrop(keep_lease(ctx.clone(), message.clone(), visibility));
+    let _lease = AbortOnDrop(keep_lease(ctx.clone(), message.clone(), facts.visibility));
     // A panic anywhere in the job (a decoder bug on a hostile file) is that message's
     // permanent failure; the worker goes on.
-    let decision = std::panic::AssertUnwindSafe(job::handle(ctx, &message, draining))
-        .catch_unwind()
-        .await
-        .unwrap_or_else(|_| {
+    let job = std::panic::AssertUnwindSafe(job::handle(ctx, &message, draining)).catch_unwind();
+    let decision = match tokio::time::timeout(ctx.job_deadline, job).await {
+        Ok(done) => done.unwrap_or_else(|_| {
             Decision::DeadLetter(Error::new(
-                crate::error::ErrorKind::Panic,
+                ErrorKind::Panic,
                 "the job panicked on this message",
             ))
-        });
+        }),
+        Err(_) => Decision::Retry(Error::new(
+            ErrorKind::Service,
+            format!(
+                "the job was still running at its deadline of {} s (worker.job_deadline_secs): \
+                 stopped",
+                ctx.job_deadline.as_secs()
+            ),
+        )),
+    };
     guard.outcome = match decision {
         Decision::Ack(outcome) => {
             info!(outcome = outcome.as_str(), "done");
@@ -333,16 +368,31 @@ async fn run_job<Q: Queue, S: Store>(
         }
         Decision::Retry(e) => {
             count_error(&e);
-            let delay = backoff(&ctx.queue_config, message.receive_count);
-            warn!(error = %e, retry_in_s = delay.as_secs(), "transient failure, retrying later");
-            if let Err(e) = ctx.queue.retry_after(&message, delay).await {
-                warn!(error = %e, "could not delay the retry; the message reappears after its visibility timeout");
+            match facts.retry.after_failure(message.receive_count) {
+                NextTry::In(delay) => {
+                    warn!(error = %e, retry_in_s = delay.as_secs(), "transient failure, retrying later");
+                    if let Err(e) = ctx.queue.retry_after(&message, delay).await {
+                        warn!(error = %e, "could not delay the retry; the message reappears after its visibility timeout");
+                    }
+                    Outcome::Retried
+                }
+                NextTry::Exhausted => {
+                    warn!(error = %e, "transient failure on the last receive the redrive policy allows");
+                    let exhausted = Error::new(
+                        ErrorKind::TransientExhausted,
+                        format!(
+                            "failed on all {} receives the redrive policy allows; last error: {}",
+                            message.receive_count,
+                            e.message()
+                        ),
+                    );
+                    dead_letter(ctx, &message, exhausted, &facts.retry).await
+                }
             }
-            Outcome::Retried
         }
         Decision::DeadLetter(e) => {
             count_error(&e);
-            dead_letter(ctx, &message, e).await
+            dead_letter(ctx, &message, e, &facts.retry).await
         }
         Decision::Release => {
             info!("shutting down: released before its work started");
@@ -351,13 +401,25 @@ async fn run_job<Q: Queue, S: Store>(
     };
 }
 
+/// When a message that is not done comes back: its planned retry delay, or (on the last
+/// receive) soon, for the redrive policy to move it.
+fn retry_delay(plan: &RetryPlan, receive_count: u32) -> Duration {
+    match plan.after_failure(receive_count) {
+        NextTry::In(delay) => delay,
+        NextTry::Exhausted => Duration::from_secs(1),
+    }
+}
+
 fn count_error(e: &Error) {
     metrics::counter!(catalogue::ERRORS.name, "error_kind" => e.kind().as_str()).increment(1);
 }
 
-/// In-flight gauge, message duration and outcome counter of one job, recorded on drop.
+/// In-flight gauge, message duration and outcome counter of one job, recorded on drop; the
+/// job is known to the health checks meanwhile.
 struct JobGuard<'a> {
     stats: &'a Stats,
+    health: &'a Health,
+    ticket: Option<JobTicket>,
     started: Instant,
     outcome: Outcome,
 }
@@ -367,6 +429,8 @@ impl<'a> JobGuard<'a> {
         metrics::gauge!(catalogue::JOBS_IN_FLIGHT.name).increment(1.0);
         JobGuard {
             stats: &ctx.stats,
+            health: &ctx.health,
+            ticket: Some(ctx.health.job_started()),
             started: Instant::now(),
             outcome: Outcome::Released,
         }
@@ -375,6 +439,9 @@ impl<'a> JobGuard<'a> {
 
 impl Drop for JobGuard<'_> {
     fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            self.health.job_finished(ticket);
+        }
         metrics::gauge!(catalogue::JOBS_IN_FLIGHT.name).decrement(1.0);
         metrics::histogram!(catalogue::MESSAGE_DURATION.name)
             .record(self.started.elapsed().as_secs_f64());
@@ -393,18 +460,19 @@ async fn dead_letter<Q: Queue, S: Store>(
     ctx: &Arc<WorkerContext<Q, S>>,
     message: &Message,
     e: Error,
+    plan: &RetryPlan,
 ) -> Outcome {
     if !ctx.queue.has_dead_letter_queue() {
         // Never delete what we could not process: the redrive policy moves it once its
         // receive count runs out.
-        let delay = backoff(&ctx.queue_config, message.receive_count);
+        let delay = retry_delay(plan, message.receive_count);
         warn!(error = %e, "permanent failure and no queue.dlq_url: leaving it to the redrive policy");
         let _ = ctx.queue.retry_after(message, delay).await;
         return Outcome::Retried;
     }
     let reason = DeadLetter {
         error_kind: e.kind().as_str().to_string(),
-        error_reason: e.message().chars().take(1024).collect(),
+        error_reason: dead_letter_reason(e.message(), MAX_REASON_BYTES),
         first_failed_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
             .to_string(),
     };
@@ -417,18 +485,11 @@ async fn dead_letter<Q: Queue, S: Store>(
             warn!(error = %send, original = %e, "dead-lettering failed; retrying the message later");
             let _ = ctx
                 .queue
-                .retry_after(message, backoff(&ctx.queue_config, message.receive_count))
+                .retry_after(message, retry_delay(plan, message.receive_count))
                 .await;
             Outcome::Retried
         }
     }
-}
-
-/// Exponential backoff with jitter: base × 2^(receives − 1), capped, times 0.5–1.0.
-pub fn backoff(config: &QueueConfig, receive_count: u32) -> Duration {
-    let exp = receive_count.saturating_sub(1).min(20);
-    let secs = (config.retry_base_secs.saturating_mul(1 << exp)).min(config.retry_max_secs) as f64;
-    Duration::from_secs_f64(secs * (0.5 + fastrand::f64() / 2.0)).max(Duration::from_secs(1))
 }
 
 struct AbortOnDrop(tokio::task::AbortHandle);

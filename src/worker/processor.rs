@@ -13,7 +13,7 @@ use tracing::{info, warn};
 
 use crate::config::{Config, DestinationConfig, Filters};
 use crate::error::{Error, ErrorKind, Result};
-use crate::event::{self, ObjectCreated, ObjectEvent};
+use crate::event::{ObjectCreated, ObjectEvent};
 use crate::events::{AppEvent, Deleted, Failed, Ready, SourceRef};
 use crate::pipeline::{Output, Pipeline};
 use crate::ports::{GetOutcome, ObjectInfo, Publish, Store};
@@ -370,13 +370,9 @@ fn since_event(event_time: &str) -> Option<std::time::Duration> {
     std::time::SystemTime::now().duration_since(at).ok()
 }
 
-/// S3 user metadata must be ASCII; non-ASCII keys are stored form-encoded.
+/// S3 user metadata must be printable ASCII; other keys are stored percent-encoded.
 pub(super) fn metadata_safe(key: &str) -> String {
-    if key.is_ascii() {
-        key.to_string()
-    } else {
-        event::form_encode(key)
-    }
+    super::metadata_value::metadata_value(key)
 }
 
 /// A gauge one higher for as long as this lives (also when the job is cancelled).

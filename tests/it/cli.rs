@@ -119,6 +119,25 @@ fn config_show_prints_the_effective_values() {
 }
 
 #[test]
+fn config_show_says_the_retry_schedule() {
+    let result = resizeq()
+        .env("RESIZEQ_QUEUE__RETRY_WINDOW_SECS", "3600")
+        .args(["config", "show"])
+        .output()
+        .unwrap();
+    assert!(result.status.success());
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(
+        stdout.contains(
+            "#   maxReceiveCount 5: retries after 4m, 8m, 16m, 32m (1h in all); receive 5 \
+             dead-letters as transient_exhausted\n"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("retry_window_secs = 3600"), "{stdout}");
+}
+
+#[test]
 fn the_annotated_example_config_is_valid_and_matches_the_defaults() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/resizeq.example.toml");
     let check = resizeq()

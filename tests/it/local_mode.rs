@@ -223,7 +223,7 @@ async fn deleting_a_file_removes_its_variants() {
             .collect::<Vec<_>>()
     };
     crate::common::wait_until("the deleted event is written", || async {
-        deleted()
+        events_in_file()
             .iter()
             .any(|(t, _)| t == "resizeq.variants.deleted")
     })

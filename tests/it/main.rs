@@ -19,6 +19,7 @@ macro_rules! context {
 mod common;
 
 mod aws_adapters;
+mod chaos;
 mod cli;
 mod events;
 mod events_e2e;
@@ -27,6 +28,7 @@ mod lifecycle_e2e;
 mod local_mode;
 mod ops_backfill;
 mod ops_dlq;
+mod outages;
 mod pipeline;
 mod presign;
 mod telemetry_files;

@@ -494,8 +494,8 @@ impl Run {
 /// (key, bytes, content type, 80-wide variant's dimensions, 500-wide variant's dimensions).
 type Upload = (String, Vec<u8>, &'static str, (u32, u32), (u32, u32));
 
-const TINY: (u32, u32) = (120, 80);
-const TINY_SMALL: (u32, u32) = (80, 53);
+pub(crate) const TINY: (u32, u32) = (120, 80);
+pub(crate) const TINY_SMALL: (u32, u32) = (80, 53);
 
 // --- 1 -------------------------------------------------------------------------------------------
 
@@ -1261,7 +1261,7 @@ async fn a_second_signal_exits_at_once() {
 // --- Observability: /metrics, /healthz, /readyz ------------------------------------------------
 
 /// A port free right now (the worker binds it a moment later).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -1270,7 +1270,7 @@ fn free_port() -> u16 {
 }
 
 /// GET over plain HTTP/1.0: (status, body); `None` while nothing listens.
-async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+pub(crate) async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
@@ -1285,7 +1285,7 @@ async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 }
 
 /// One sample of a scrape: the value of `name` whose labels include all of `labels`.
-fn sample(scrape: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn sample(scrape: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     scrape
         .lines()
         .filter(|l| !l.starts_with('#'))
@@ -1476,8 +1476,9 @@ async fn not_ready_until_the_queue_answers_and_a_taken_port_fails_start_up() {
     };
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("no successful poll"), "{body}");
-    wait_until("a poll has failed", || async {
-        worker.has_logged("receive failed")
+    wait_until("a call to the queue has failed", || async {
+        worker.has_logged("start-up: the queue did not answer; trying again")
+            || worker.has_logged("receive failed")
     })
     .await;
     assert_eq!(http_get(port, "/readyz").await.map(|r| r.0), Some(503));

@@ -1,4 +1,5 @@
-//! `resizeq dlq stats`: depth, the oldest message's age, counts by `error_kind`.
+//! `resizeq dlq stats`: depth, the oldest message's age, counts by `error_kind`, and
+//! duplicates (copies of a source message already counted).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use serde::Serialize;
 use super::scan::{scan, Held};
 use crate::error::Result;
 use crate::ops::{age, short_age};
-use crate::ports::DeadLetterQueue;
+use crate::ports::{DeadLetterQueue, SOURCE_MESSAGE_ID};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DlqStats {
@@ -21,6 +22,9 @@ pub struct DlqStats {
     pub oldest_age_secs: Option<u64>,
     /// Counts of the messages read, by their `error_kind` attribute.
     pub by_error_kind: BTreeMap<String, u64>,
+    /// Messages read whose `source_message_id` another message read has too: the same failure
+    /// dead-lettered twice (its send succeeded and the delete from the source queue failed).
+    pub duplicates: u64,
     /// How many messages were read to count kinds and find the oldest.
     pub scanned: u64,
     /// Whether every visible message was read (not cut by `--scan-max`).
@@ -44,6 +48,13 @@ pub async fn stats<D: DeadLetterQueue>(
     for m in &held.messages {
         *by_error_kind.entry(m.error_kind().to_string()).or_insert(0) += 1;
     }
+    let mut sources = std::collections::HashSet::new();
+    let duplicates = held
+        .messages
+        .iter()
+        .filter_map(|m| m.attribute(SOURCE_MESSAGE_ID))
+        .filter(|id| !sources.insert(*id))
+        .count() as u64;
     let oldest = held.messages.iter().filter_map(|m| m.sent_at).min();
     Ok(DlqStats {
         queue: dlq.url().to_string(),
@@ -53,6 +64,7 @@ pub async fn stats<D: DeadLetterQueue>(
         oldest_sent_at: oldest.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
         oldest_age_secs: oldest.map(|t| age(t).as_secs()),
         by_error_kind,
+        duplicates,
         scanned: held.len() as u64,
         complete,
     })
@@ -74,6 +86,13 @@ pub fn render_stats(s: &DlqStats) -> String {
     for (kind, count) in &s.by_error_kind {
         out.push_str(&format!("  {kind:<17}{count}\n"));
     }
+    if s.duplicates > 0 {
+        out.push_str(&format!(
+            "duplicates         {} (a source message dead-lettered more than once; replay \
+             moves each copy)\n",
+            s.duplicates
+        ));
+    }
     out.push_str(&format!(
         "({} messages read{})\n",
         s.scanned,
@@ -92,6 +111,22 @@ mod tests {
     use crate::adapters::memory_dlq::MemoryDlq;
     use crate::ops::dlq::testing::{fill, lease};
     use crate::ports::NO_KIND;
+
+    #[tokio::test(start_paused = true)]
+    async fn copies_of_one_source_message_are_counted_as_duplicates() {
+        let dlq = MemoryDlq::new("http://sqs.local/123/dlq");
+        for id in ["m1", "m1", "m2", "m1"] {
+            dlq.add(
+                "body",
+                &[("error_kind", "corrupt"), (SOURCE_MESSAGE_ID, id)],
+            );
+        }
+        dlq.add("from a redrive policy", &[]);
+        let s = stats(&dlq, 100, lease(), &mut |_| {}).await.unwrap();
+        assert_eq!(s.duplicates, 2);
+        let text = render_stats(&s);
+        assert!(text.contains("duplicates         2"), "{text}");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn stats_count_kinds_and_leave_every_message_visible() {
@@ -115,6 +150,9 @@ mod tests {
         assert_eq!(dlq.visible_count(), 5, "all visible again");
         let text = render_stats(&s);
         assert!(text.contains("corrupt          3"), "{text}");
+
+        assert_eq!(s.duplicates, 0);
+        assert!(!text.contains("duplicates"), "{text}");
 
         let cut = stats(&dlq, 2, lease(), &mut |_| {}).await.unwrap();
         assert_eq!((cut.scanned, cut.complete), (2, false));

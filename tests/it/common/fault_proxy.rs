@@ -1,13 +1,16 @@
 //! A fault-injecting HTTP proxy on 127.0.0.1, between a worker and moto: requests pass
 //! through unchanged unless a rule matches them, and then are held (a stalled connection, until
-//! released), answered with an error status, or delayed. Loopback only.
+//! released), black-holed (never answered while the rule lasts), answered with an error status
+//! (S3 XML or SQS JSON), delayed, or cut off (the connection closed with no answer). A rule
+//! can match the SQS action (`X-Amz-Target`) and the request body, apply a limited number of
+//! times, and last only for a scheduled window. Loopback only.
 //!
 //! The worker is pointed at [`FaultProxy::endpoint`] instead of moto's (`aws.endpoint_url`).
 
-use std::convert::Infallible;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -26,19 +29,67 @@ pub enum Fault {
     Status(u16, &'static str),
     /// Forwarded after this delay.
     Delay(Duration),
+    /// Never answered while the rule is active (the client's time-out ends it); afterwards,
+    /// forwarded.
+    BlackHole,
+    /// The connection is closed without an answer (as a reset by a load balancer).
+    Reset,
     /// Forwarded at once (the upstream acts on it: an `If-Match` passes), but its answer is
     /// held until [`FaultProxy::release`]: a slow response, reordering two jobs.
     HoldAnswer,
 }
 
-/// Which requests a fault applies to: the method (any if `None`) and a path prefix.
+impl Fault {
+    /// A short name, for the counts of [`FaultProxy::faults_by_kind`].
+    pub fn name(&self) -> &'static str {
+        match self {
+            Fault::Hold => "hold",
+            Fault::HoldAnswer => "hold_answer",
+            Fault::Status(status, body) if body.contains("SlowDown") => {
+                if *status == 503 {
+                    "s3_503_slow_down"
+                } else {
+                    "slow_down"
+                }
+            }
+            Fault::Status(_, body) if body.contains("Throttl") => "throttling",
+            Fault::Status(status, _) if *status >= 500 => "server_error",
+            Fault::Status(..) => "client_error",
+            Fault::Delay(_) => "latency",
+            Fault::BlackHole => "black_hole",
+            Fault::Reset => "reset",
+        }
+    }
+}
+
+/// SQS's JSON error for `code` (e.g. `InternalError`, `RequestThrottled`).
+pub fn sqs_error(status: u16, code: &'static str) -> Fault {
+    let body = format!(r#"{{"__type":"com.amazonaws.sqs#{code}","message":"injected {code}"}}"#);
+    Fault::Status(status, Box::leak(body.into_boxed_str()))
+}
+
+/// S3's `503 SlowDown`.
+pub fn s3_slow_down() -> Fault {
+    Fault::Status(
+        503,
+        "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>",
+    )
+}
+
+/// Which requests a fault applies to: the method (any if `None`) and a path prefix; optionally
+/// the SQS action, a piece of the body, a number of times and a time window.
 #[derive(Debug, Clone)]
 pub struct Rule {
     pub method: Option<&'static str>,
     pub path_prefix: String,
     pub fault: Fault,
-    /// How many more requests it applies to (`None`: every one).
-    pub remaining: Option<usize>,
+    /// The end of `X-Amz-Target` (SQS's JSON protocol names the action there).
+    pub action: Option<&'static str>,
+    pub body_contains: Option<String>,
+    /// Applies to this many requests, then no more.
+    remaining: Option<Arc<AtomicUsize>>,
+    /// Active from the first instant until the second.
+    window: Option<(Instant, Instant)>,
 }
 
 impl Rule {
@@ -47,20 +98,60 @@ impl Rule {
             method,
             path_prefix: path_prefix.into(),
             fault,
+            action: None,
+            body_contains: None,
             remaining: None,
+            window: None,
         }
     }
 
-    /// Applies to the first `n` matching requests only.
-    pub fn times(self, n: usize) -> Rule {
+    /// Any SQS call of this action (`GetQueueAttributes`, `ReceiveMessage`…).
+    pub fn sqs(action: &'static str, fault: Fault) -> Rule {
         Rule {
-            remaining: Some(n),
-            ..self
+            action: Some(action),
+            ..Rule::new(Some("POST"), "/", fault)
         }
     }
 
-    fn matches(&self, method: &str, path: &str) -> bool {
-        self.method.is_none_or(|m| m == method) && path.starts_with(&self.path_prefix)
+    pub fn body_contains(mut self, text: impl Into<String>) -> Rule {
+        self.body_contains = Some(text.into());
+        self
+    }
+
+    /// Only the first `n` matching requests.
+    pub fn times(mut self, n: usize) -> Rule {
+        self.remaining = Some(Arc::new(AtomicUsize::new(n)));
+        self
+    }
+
+    /// Only from `start` after now, for `length`.
+    pub fn during(mut self, start: Duration, length: Duration) -> Rule {
+        let from = Instant::now() + start;
+        self.window = Some((from, from + length));
+        self
+    }
+
+    fn active(&self, now: Instant) -> bool {
+        self.window.is_none_or(|(from, to)| from <= now && now < to)
+    }
+
+    fn matches(&self, method: &str, path: &str, action: &str, body: &[u8]) -> bool {
+        self.method.is_none_or(|m| m == method)
+            && path.starts_with(&self.path_prefix)
+            && self.action.is_none_or(|a| action.ends_with(a))
+            && self.body_contains.as_ref().is_none_or(|text| {
+                body.windows(text.len().max(1))
+                    .any(|w| w == text.as_bytes())
+            })
+            && self.active(Instant::now())
+    }
+
+    /// Takes one of its remaining uses (always true without a limit).
+    fn take(&self) -> bool {
+        self.remaining.as_ref().is_none_or(|left| {
+            left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        })
     }
 }
 
@@ -72,6 +163,7 @@ struct Shared {
     released: watch::Sender<bool>,
     held: AtomicUsize,
     faulted: AtomicUsize,
+    by_kind: Mutex<BTreeMap<&'static str, usize>>,
 }
 
 pub struct FaultProxy {
@@ -101,6 +193,7 @@ impl FaultProxy {
             released: watch::channel(false).0,
             held: AtomicUsize::new(0),
             faulted: AtomicUsize::new(0),
+            by_kind: Mutex::new(BTreeMap::new()),
         });
         let server_shared = shared.clone();
         let server = tokio::spawn(async move {
@@ -110,9 +203,10 @@ impl FaultProxy {
                 };
                 let shared = server_shared.clone();
                 tokio::spawn(async move {
+                    // An `Err` from the service closes the connection without an answer.
                     let service = hyper::service::service_fn(move |request| {
                         let shared = shared.clone();
-                        async move { Ok::<_, Infallible>(handle(&shared, request).await) }
+                        async move { handle(&shared, request).await.ok_or(ConnectionReset) }
                     });
                     let _ = ConnBuilder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(socket), service)
@@ -146,42 +240,92 @@ impl FaultProxy {
     pub fn faulted(&self) -> usize {
         self.shared.faulted.load(Ordering::SeqCst)
     }
+
+    /// Requests faulted so far, by [`Fault::name`].
+    pub fn faults_by_kind(&self) -> BTreeMap<&'static str, usize> {
+        self.shared.by_kind.lock().unwrap().clone()
+    }
 }
 
-async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Full<Bytes>> {
-    let method = request.method().as_str().to_string();
-    let path = request.uri().path().to_string();
-    let fault = {
-        let mut rules = shared.rules.lock().unwrap();
-        rules
-            .iter_mut()
-            .find(|r| r.remaining != Some(0) && r.matches(&method, &path))
-            .map(|r| {
-                r.remaining = r.remaining.map(|n| n - 1);
-                r.fault.clone()
-            })
+/// What a `Reset` fault makes the connection end with.
+#[derive(Debug)]
+struct ConnectionReset;
+
+impl std::fmt::Display for ConnectionReset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection reset by the fault proxy")
+    }
+}
+
+impl std::error::Error for ConnectionReset {}
+
+/// The answer, or `None` to close the connection without one.
+async fn handle(shared: &Shared, request: Request<Incoming>) -> Option<Response<Full<Bytes>>> {
+    let (parts, body) = request.into_parts();
+    let body = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => return Some(bad_gateway(format!("reading the request body: {e}"))),
     };
-    if fault.is_some() {
+    let action = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let (fault, window_end) = {
+        let rules = shared.rules.lock().unwrap();
+        rules
+            .iter()
+            .find(|r| r.matches(parts.method.as_str(), parts.uri.path(), action, &body) && r.take())
+            .map(|r| (r.fault.clone(), r.window.map(|(_, to)| to)))
+            .unzip()
+    };
+    if let Some(fault) = &fault {
         shared.faulted.fetch_add(1, Ordering::SeqCst);
+        *shared
+            .by_kind
+            .lock()
+            .unwrap()
+            .entry(fault.name())
+            .or_default() += 1;
     }
     match fault {
         None => {}
         Some(Fault::Status(status, body)) => {
-            return Response::builder()
-                .status(status)
-                .header("content-type", "application/xml")
-                .body(Full::new(Bytes::from_static(body.as_bytes())))
-                .unwrap();
+            let content_type = if body.starts_with('{') {
+                "application/x-amz-json-1.0"
+            } else {
+                "application/xml"
+            };
+            return Some(
+                Response::builder()
+                    .status(status)
+                    .header("content-type", content_type)
+                    .body(Full::new(Bytes::from_static(body.as_bytes())))
+                    .unwrap(),
+            );
         }
         Some(Fault::Delay(delay)) => tokio::time::sleep(delay).await,
+        Some(Fault::Reset) => return None,
         Some(Fault::Hold) => hold(shared).await,
         Some(Fault::HoldAnswer) => {
-            let answer = forward(shared, request).await;
+            let answer = forward(shared, parts, body).await;
             hold(shared).await;
-            return answer;
+            return Some(answer);
+        }
+        Some(Fault::BlackHole) => {
+            // Until the rule's window ends or everything is released; a client that gave up
+            // meanwhile has closed the connection, and this answer goes nowhere.
+            let until = window_end
+                .flatten()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(600));
+            let mut released = shared.released.subscribe();
+            tokio::select! {
+                _ = released.wait_for(|r| *r) => {}
+                _ = tokio::time::sleep_until(until.into()) => {}
+            }
         }
     }
-    forward(shared, request).await
+    Some(forward(shared, parts, body).await)
 }
 
 /// Waits for [`FaultProxy::release`], counted in [`FaultProxy::held`] meanwhile.
@@ -192,14 +336,13 @@ async fn hold(shared: &Shared) {
     shared.held.fetch_sub(1, Ordering::SeqCst);
 }
 
-async fn forward(shared: &Shared, request: Request<Incoming>) -> Response<Full<Bytes>> {
-    let (parts, body) = request.into_parts();
+async fn forward(
+    shared: &Shared,
+    parts: hyper::http::request::Parts,
+    body: Bytes,
+) -> Response<Full<Bytes>> {
     let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let url = format!("{}{path_and_query}", shared.upstream);
-    let body = match body.collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) => return bad_gateway(format!("reading the request body: {e}")),
-    };
     let mut upstream = shared.client.request(parts.method, url).body(body);
     for (name, value) in &parts.headers {
         if name != hyper::header::HOST {

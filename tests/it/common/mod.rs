@@ -56,6 +56,7 @@ pub async fn context(test: &str) -> Option<TestAws> {
         region: Some(std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into())),
         endpoint_url: Some(endpoint.clone()),
         force_path_style: true,
+        ..AwsConfig::default()
     };
     let sdk = aws::sdk_config(&aws).await;
     Some(TestAws {
@@ -104,7 +105,7 @@ impl TestAws {
 
     /// The `resizeq` binary set up against this emulator, as the end-to-end tests run it: none
     /// of the caller's `RESIZEQ_*` variables, the given queue pair, path-style S3, 1 s polls and
-    /// retries, logs at info (JSON: stderr is a pipe), no fixed metrics port (tests run side by
+    /// retries (within a 10 s retry window), logs at info (JSON: stderr is a pipe), no fixed metrics port (tests run side by
     /// side), no instance metadata; `args` and `env` come on top.
     pub fn resizeq_command(
         &self,
@@ -131,6 +132,8 @@ impl TestAws {
             .env("RESIZEQ_AWS__REGION", region)
             .env("RESIZEQ_QUEUE__WAIT_TIME_SECS", "1")
             .env("RESIZEQ_QUEUE__RETRY_BASE_SECS", "1")
+            // Short enough that 1 s doubling fills it unstretched (1, 2, 4, 8 s).
+            .env("RESIZEQ_QUEUE__RETRY_WINDOW_SECS", "10")
             .env("RESIZEQ_LOG", "info")
             .env("RESIZEQ_METRICS__LISTEN", "127.0.0.1:0")
             .env("AWS_EC2_METADATA_DISABLED", "true")

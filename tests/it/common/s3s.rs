@@ -61,6 +61,7 @@ impl StrictS3 {
             region: Some(REGION.into()),
             endpoint_url: Some(endpoint.clone()),
             force_path_style: true,
+            ..AwsConfig::default()
         };
         let sdk = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(REGION))

@@ -1,0 +1,246 @@
+//! When a transiently failed message comes back, planned against the queue's redrive policy.
+//!
+//! Every retry costs one SQS receive, and the redrive policy moves a message to the DLQ (with
+//! no reason attached) once it has been received `maxReceiveCount` times. So the retries are
+//! spread over the receives the policy allows: the delays double from `queue.retry_base_secs`
+//! (each at most `queue.retry_max_secs`) and, where that would not reach
+//! `queue.retry_window_secs` in all, are stretched in proportion until it does (SQS can delay a
+//! message up to 12 h, so spacing is never the limit). On the last receive the policy allows,
+//! a message that fails again is dead-lettered by the worker itself, as `transient_exhausted`
+//! with the last error as its reason.
+
+use std::time::Duration;
+
+use crate::config::QueueConfig;
+use crate::ports::MAX_VISIBILITY_SECS;
+
+/// What to do after a transient failure on some receive.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum NextTry {
+    /// Make the message visible again after this delay.
+    In(Duration),
+    /// That was the last receive the redrive policy allows: dead-letter it now.
+    Exhausted,
+}
+
+/// The retry schedule of one queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPlan {
+    base_secs: u64,
+    max_secs: u64,
+    window_secs: u64,
+    /// The redrive policy's maxReceiveCount; `None`: the queue has none (retries never end).
+    max_receives: Option<u32>,
+}
+
+impl RetryPlan {
+    pub fn new(config: &QueueConfig, max_receives: Option<u32>) -> RetryPlan {
+        RetryPlan {
+            base_secs: config.retry_base_secs.max(1),
+            max_secs: config.retry_max_secs.max(1),
+            window_secs: config.retry_window_secs,
+            max_receives,
+        }
+    }
+
+    pub fn max_receives(&self) -> Option<u32> {
+        self.max_receives
+    }
+
+    /// The delay after a failure on receive `receive_count` (1 = the first), with jitter that
+    /// only lengthens it (0–20 %), so the schedule never falls short of its window.
+    pub fn after_failure(&self, receive_count: u32) -> NextTry {
+        let nominal = match self.max_receives {
+            Some(max) if receive_count >= max => return NextTry::Exhausted,
+            Some(_) => self.nominal(receive_count),
+            None => self.doubling(receive_count),
+        };
+        let jittered = nominal * (1.0 + fastrand::f64() / 5.0);
+        NextTry::In(Duration::from_secs_f64(
+            jittered.clamp(1.0, MAX_VISIBILITY_SECS as f64),
+        ))
+    }
+
+    /// Delays after receives 1, 2, … before the last allowed one, without jitter (for the
+    /// README and `resizeq config show`); the first eight when retries never end.
+    pub fn schedule(&self) -> Vec<Duration> {
+        let retries = self.max_receives.map_or(8, |max| max.saturating_sub(1));
+        (1..=retries)
+            .map(|receive| Duration::from_secs_f64(self.nominal(receive).max(1.0)))
+            .collect()
+    }
+
+    /// One line that says the schedule.
+    pub fn describe(&self) -> String {
+        let delays = self.schedule();
+        let shown: Vec<String> = delays.iter().take(12).map(|d| short(*d)).collect();
+        let more = if delays.len() > 12 { ", …" } else { "" };
+        let total: Duration = delays.iter().sum();
+        match self.max_receives {
+            Some(max) => format!(
+                "maxReceiveCount {max}: retries after {}{more} ({} in all); receive {max} \
+                 dead-letters as transient_exhausted",
+                shown.join(", "),
+                short(total)
+            ),
+            None => format!(
+                "no redrive policy: retries after {}{more}, then every {} without end",
+                shown.join(", "),
+                short(Duration::from_secs(self.max_secs))
+            ),
+        }
+    }
+
+    /// base × 2^(receive − 1), at most `max_secs`.
+    fn doubling(&self, receive: u32) -> f64 {
+        let exp = receive.saturating_sub(1).min(30);
+        (self.base_secs as f64 * 2f64.powi(exp as i32)).min(self.max_secs as f64)
+    }
+
+    /// The doubling delay, stretched so that the delays before the last allowed receive add up
+    /// to the window.
+    fn nominal(&self, receive: u32) -> f64 {
+        let Some(max) = self.max_receives else {
+            return self.doubling(receive);
+        };
+        let sum: f64 = (1..max).map(|r| self.doubling(r)).sum();
+        let stretch = if sum > 0.0 && sum < self.window_secs as f64 {
+            self.window_secs as f64 / sum
+        } else {
+            1.0
+        };
+        (self.doubling(receive) * stretch).min(MAX_VISIBILITY_SECS as f64)
+    }
+}
+
+/// Comment lines for `resizeq config show`: the retry schedule these settings give under a few
+/// redrive policies (the worker reads its queue's at start-up and logs the schedule).
+pub fn schedule_note(config: &QueueConfig) -> String {
+    let mut note = String::from(
+        "# Transient retries under the queue's RedrivePolicy (read at start-up; the worker logs \
+         its schedule):\n",
+    );
+    for max_receives in [Some(3), Some(5), Some(10), None] {
+        note.push_str(&format!(
+            "#   {}\n",
+            RetryPlan::new(config, max_receives).describe()
+        ));
+    }
+    note
+}
+
+/// Plain exponential backoff with jitter: base × 2^(receives − 1), capped, times 0.5–1.0.
+pub fn backoff(config: &QueueConfig, receive_count: u32) -> Duration {
+    let exp = receive_count.saturating_sub(1).min(20);
+    let secs = (config.retry_base_secs.saturating_mul(1 << exp)).min(config.retry_max_secs) as f64;
+    Duration::from_secs_f64(secs * (0.5 + fastrand::f64() / 2.0)).max(Duration::from_secs(1))
+}
+
+/// `90s`, `4m`, `2h30m`: a delay as an operator reads it.
+fn short(d: Duration) -> String {
+    let secs = d.as_secs();
+    let (hours, minutes, seconds) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    match (hours, minutes, seconds) {
+        _ if secs < 120 => format!("{secs}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, 0, _) => format!("{h}h"),
+        (h, m, _) => format!("{h}h{m}m"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(max_receives: Option<u32>) -> RetryPlan {
+        RetryPlan::new(&QueueConfig::default(), max_receives)
+    }
+
+    #[test]
+    fn retries_fill_the_window_within_the_redrive_policy() {
+        let p = plan(Some(5));
+        let delays = p.schedule();
+        assert_eq!(
+            delays.len(),
+            4,
+            "receives 1 to 4 are retried, 5 is the last"
+        );
+        let total: Duration = delays.iter().sum();
+        assert!(
+            total >= Duration::from_secs(30 * 60) - Duration::from_secs(1),
+            "{total:?}"
+        );
+        assert!(delays.windows(2).all(|w| w[1] > w[0]), "{delays:?}");
+        for receive in 1..5 {
+            let NextTry::In(d) = p.after_failure(receive) else {
+                panic!("receive {receive} is not the last");
+            };
+            let nominal = delays[receive as usize - 1].as_secs_f64();
+            assert!(d.as_secs_f64() >= nominal - 1.0, "{d:?} < {nominal}");
+            assert!(d.as_secs_f64() <= nominal * 1.2 + 1.0, "{d:?} > {nominal}");
+        }
+        assert_eq!(p.after_failure(5), NextTry::Exhausted);
+        assert_eq!(p.after_failure(9), NextTry::Exhausted);
+        assert_eq!(plan(Some(1)).after_failure(1), NextTry::Exhausted);
+    }
+
+    #[test]
+    fn a_window_the_doubling_already_fills_is_not_stretched() {
+        let p = plan(Some(20));
+        let delays = p.schedule();
+        assert_eq!(delays[0], Duration::from_secs(5));
+        assert_eq!(
+            delays[18],
+            Duration::from_secs(900),
+            "capped at retry_max_secs"
+        );
+    }
+
+    #[test]
+    fn no_delay_exceeds_what_sqs_allows() {
+        let config = QueueConfig {
+            retry_window_secs: 10 * 24 * 3600,
+            ..QueueConfig::default()
+        };
+        let p = RetryPlan::new(&config, Some(3));
+        for receive in 1..3 {
+            let NextTry::In(d) = p.after_failure(receive) else {
+                panic!()
+            };
+            assert!(d <= Duration::from_secs(MAX_VISIBILITY_SECS), "{d:?}");
+        }
+    }
+
+    #[test]
+    fn without_a_redrive_policy_retries_double_up_to_the_cap_forever() {
+        let p = plan(None);
+        assert_eq!(p.schedule()[0], Duration::from_secs(5));
+        assert!(matches!(p.after_failure(1000), NextTry::In(d) if d <= Duration::from_secs(1080)));
+        assert!(p
+            .describe()
+            .starts_with("no redrive policy: retries after 5s, 10s"));
+    }
+
+    #[test]
+    fn delays_read_as_an_operator_writes_them() {
+        for (secs, text) in [
+            (90, "90s"),
+            (120, "2m"),
+            (975, "16m15s"),
+            (3600, "1h"),
+            (9000, "2h30m"),
+        ] {
+            assert_eq!(short(Duration::from_secs(secs)), text);
+        }
+    }
+
+    #[test]
+    fn the_schedule_reads_as_delays() {
+        assert_eq!(
+            plan(Some(5)).describe(),
+            "maxReceiveCount 5: retries after 2m, 4m, 8m, 16m (30m in all); receive 5 \
+             dead-letters as transient_exhausted"
+        );
+    }
+}

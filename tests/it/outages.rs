@@ -1,0 +1,402 @@
+//! Outages and stalls, end to end (the real binary, moto, the fault proxy between them): an S3
+//! outage longer than a naive backoff survives under the redrive policy; a black-holed call or
+//! a job past its deadline is retried while `/healthz` reports the stall; a queue that does not
+//! answer at start-up or during `--until-empty` is waited for; awkward keys get their variants
+//! and long ones a reason that keeps its cause.
+//!
+//! Windows are scaled down (seconds, not minutes) through the same config keys an operator
+//! sets, keeping the shape: the outage outlasts what the old schedule survived.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::common::fault_proxy::{s3_slow_down, sqs_error, Fault, FaultProxy, Rule};
+use crate::common::{self, fixture, wait_until};
+use crate::worker_e2e::{
+    free_port, http_get, log_message, sample, world, World, RUN_TIMEOUT, TINY, TINY_SMALL,
+};
+
+/// The S3 side of moto behind the proxy: every bucket of these tests is named `rq-…`, and
+/// SQS's JSON calls go to `/`.
+const S3_PATHS: &str = "/rq-";
+
+/// An outage of `outage` on every S3 call, starting now.
+fn s3_outage(outage: Duration) -> Rule {
+    Rule::new(None, S3_PATHS, s3_slow_down()).during(Duration::ZERO, outage)
+}
+
+/// The DLQ's messages as (body, attributes), taking them off the queue.
+async fn dead_letters(w: &World, expected: usize) -> Vec<(String, HashMap<String, String>)> {
+    let mut found = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while found.len() < expected && Instant::now() < deadline {
+        let got = w
+            .aws
+            .sqs
+            .receive_message()
+            .queue_url(&w.dlq)
+            .max_number_of_messages(10)
+            .message_attribute_names("All")
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("ReceiveMessage DLQ");
+        for m in got.messages() {
+            let attrs = m
+                .message_attributes()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.string_value().unwrap_or_default().to_string()))
+                .collect();
+            found.push((m.body().unwrap_or_default().to_string(), attrs));
+        }
+    }
+    found
+}
+
+/// A 25 s S3 outage under maxReceiveCount 5. With 1 s retries (the shape of the old 5 s
+/// doubling, scaled down) the five receives are spent in about 20 s, the SDK's own retries
+/// included, and the redrive policy took the uploads; with a 36 s retry window the receives
+/// span the outage, and every upload is processed with nothing in the DLQ.
+#[tokio::test]
+async fn an_s3_outage_under_max_receive_count_5_ends_with_every_upload_processed() {
+    let Some(ctx) = common::context("an_s3_outage_under_max_receive_count_5").await else {
+        return;
+    };
+    let w = world(ctx, "outage", true).await;
+    let mut uploads = Vec::new();
+    for i in 0..4 {
+        let key = format!("outage/{i}.jpg");
+        let etag = w.upload(&key, &fixture("tiny.jpg"), "image/jpeg").await;
+        uploads.push((key, etag));
+    }
+    let proxy = FaultProxy::start(&w.aws.endpoint).await;
+    proxy.add(s3_outage(Duration::from_secs(25)));
+    let run = w
+        .run_until_empty(&[
+            ("RESIZEQ_AWS__ENDPOINT_URL", proxy.endpoint.as_str()),
+            ("RESIZEQ_QUEUE__RETRY_BASE_SECS", "1"),
+            ("RESIZEQ_QUEUE__RETRY_MAX_SECS", "1"),
+            ("RESIZEQ_QUEUE__RETRY_WINDOW_SECS", "36"),
+        ])
+        .await;
+    run.assert_success();
+    assert!(proxy.faulted() >= 4, "the outage hit: {}", proxy.faulted());
+    assert!(run.stat("retried") >= 4, "{}", run.stderr);
+    assert_eq!(run.stat("dead_lettered"), 0, "{}", run.stderr);
+    for (key, etag) in &uploads {
+        w.assert_variants(key, etag, TINY_SMALL, TINY).await;
+    }
+    w.assert_queues_empty().await;
+}
+
+/// Past the window the worker gives up itself on the last receive the redrive policy allows:
+/// the DLQ copy says `transient_exhausted` and ends with the S3 error.
+#[tokio::test]
+async fn a_fault_outlasting_the_retry_window_is_dead_lettered_with_its_last_error() {
+    let Some(ctx) = common::context("a_fault_outlasting_the_retry_window").await else {
+        return;
+    };
+    let w = world(ctx, "exhaust", true).await;
+    w.upload("exhaust/a.jpg", &fixture("tiny.jpg"), "image/jpeg")
+        .await;
+    let proxy = FaultProxy::start(&w.aws.endpoint).await;
+    proxy.add(Rule::new(None, S3_PATHS, s3_slow_down()));
+    let run = w
+        .run_until_empty(&[
+            ("RESIZEQ_AWS__ENDPOINT_URL", proxy.endpoint.as_str()),
+            ("RESIZEQ_QUEUE__RETRY_BASE_SECS", "1"),
+            ("RESIZEQ_QUEUE__RETRY_MAX_SECS", "1"),
+            ("RESIZEQ_QUEUE__RETRY_WINDOW_SECS", "4"),
+        ])
+        .await;
+    run.assert_success();
+    assert_eq!(run.stat("dead_lettered"), 1, "{}", run.stderr);
+    let dead = dead_letters(&w, 1).await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let attrs = &dead[0].1;
+    assert_eq!(attrs["error_kind"], "transient_exhausted", "{attrs:?}");
+    assert_eq!(attrs["receive_count"], "5", "{attrs:?}");
+    let reason = &attrs["error_reason"];
+    assert!(
+        reason.starts_with("failed on all 5 receives the redrive policy allows; last error: "),
+        "{reason}"
+    );
+    // The HEAD of the variants comes first (a HEAD's 503 has no body, so no code).
+    assert!(reason.ends_with("(HTTP 503)"), "{reason}");
+}
+
+/// Polls `/healthz` until it answers `status`; its body.
+async fn healthz_until(port: u16, status: u16) -> String {
+    let body = std::sync::Mutex::new(String::new());
+    wait_until(&format!("/healthz answers {status}"), || async {
+        match http_get(port, "/healthz").await {
+            Some((got, text)) if got == status => {
+                *body.lock().unwrap() = text;
+                true
+            }
+            _ => false,
+        }
+    })
+    .await;
+    body.into_inner().unwrap()
+}
+
+/// A source GET that is never answered, with one job slot: `/healthz` reports the stall while
+/// it lasts; the job ends with `timeout_log` (a time-out, transient) and is retried; once the
+/// GET is answered again the upload is processed and `/healthz` is healthy again.
+async fn a_stalled_get_is_retried(test: &str, env: &[(&str, &str)], timeout_log: &[&str]) {
+    let Some(ctx) = common::context(test).await else {
+        return;
+    };
+    let w = world(ctx, "stall", true).await;
+    let etag = w
+        .upload("stall/a.jpg", &fixture("tiny.jpg"), "image/jpeg")
+        .await;
+    let proxy = FaultProxy::start(&w.aws.endpoint).await;
+    proxy.add(Rule::new(
+        Some("GET"),
+        format!("/{}/", w.source),
+        Fault::BlackHole,
+    ));
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut all_env = vec![
+        ("RESIZEQ_AWS__ENDPOINT_URL", proxy.endpoint.as_str()),
+        ("RESIZEQ_METRICS__LISTEN", listen.as_str()),
+        ("RESIZEQ_WORKER__MAX_IN_FLIGHT", "1"),
+        ("RESIZEQ_WORKER__STALL_SECS", "1"),
+    ];
+    all_env.extend_from_slice(env);
+    let worker = w.spawn(false, &all_env);
+
+    let body = healthz_until(port, 503).await;
+    assert!(
+        body.contains("jobs stalled: all 1 job slots busy"),
+        "{body}"
+    );
+    let (_, scrape) = http_get(port, "/metrics").await.expect("/metrics");
+    assert_eq!(
+        sample(&scrape, "resizeq_jobs_stalled", &[]),
+        Some(1.0),
+        "{scrape}"
+    );
+    wait_until("the stalled job failed as transient", || async {
+        worker.logs().iter().any(|l| {
+            let line = l.to_string();
+            log_message(l) == "transient failure, retrying later"
+                && timeout_log.iter().all(|text| line.contains(text))
+        })
+    })
+    .await;
+    proxy.release();
+    wait_until("the variants exist", || async {
+        w.dest_keys().await.len() == 2
+    })
+    .await;
+    healthz_until(port, 200).await;
+    worker.signal("TERM");
+    let run = worker.finish(RUN_TIMEOUT).await;
+    run.assert_success();
+    assert!(run.stat("retried") >= 1, "{}", run.stderr);
+    assert_eq!(run.stat("dead_lettered"), 0, "{}", run.stderr);
+    assert_eq!(run.stat("processed"), 1, "{}", run.stderr);
+    w.assert_variants("stall/a.jpg", &etag, TINY_SMALL, TINY)
+        .await;
+}
+
+#[tokio::test]
+async fn a_black_holed_get_times_out_and_is_retried_while_healthz_reports_the_stall() {
+    a_stalled_get_is_retried(
+        "a_black_holed_get_times_out",
+        &[("RESIZEQ_AWS__ATTEMPT_TIMEOUT_SECS", "2")],
+        &["s3 GetObject", "timed out"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_job_past_its_deadline_is_stopped_and_retried() {
+    a_stalled_get_is_retried(
+        "a_job_past_its_deadline",
+        &[("RESIZEQ_WORKER__JOB_DEADLINE_SECS", "5")],
+        &["still running at its deadline of 5 s"],
+    )
+    .await;
+}
+
+/// GetQueueAttributes answers 500 at start-up (the visibility timeout) and during
+/// `--until-empty`'s depth checks: the worker logs each failure, keeps trying, processes the
+/// upload and exits 0 once the queue is really empty.
+#[tokio::test]
+async fn get_queue_attributes_faults_at_start_up_and_until_empty_are_ridden_out() {
+    let Some(ctx) = common::context("get_queue_attributes_faults").await else {
+        return;
+    };
+    let w = world(ctx, "gqa", true).await;
+    let etag = w
+        .upload("gqa/a.jpg", &fixture("tiny.jpg"), "image/jpeg")
+        .await;
+    let proxy = FaultProxy::start(&w.aws.endpoint).await;
+    // The SDK tries each call 3 times: 6 faults are two failed start-up attempts.
+    proxy.add(
+        Rule::sqs("GetQueueAttributes", sqs_error(500, "InternalError"))
+            .body_contains("VisibilityTimeout")
+            .times(6),
+    );
+    // Depth checks (the metrics poller's too): enough for two failed until-empty checks.
+    proxy.add(
+        Rule::sqs("GetQueueAttributes", sqs_error(500, "InternalError"))
+            .body_contains("ApproximateNumberOfMessagesNotVisible")
+            .times(18),
+    );
+    let run = w
+        .run_until_empty(&[("RESIZEQ_AWS__ENDPOINT_URL", proxy.endpoint.as_str())])
+        .await;
+    run.assert_success();
+    let logged = |message: &str| {
+        run.logs
+            .iter()
+            .filter(|l| log_message(l) == message)
+            .count()
+    };
+    assert!(
+        logged("start-up: the queue did not answer; trying again") >= 2,
+        "{}",
+        run.stderr
+    );
+    assert!(
+        logged("queue depth check failed; checking again") >= 1,
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.stat("processed"), 1, "{}", run.stderr);
+    w.assert_variants("gqa/a.jpg", &etag, TINY_SMALL, TINY)
+        .await;
+    w.assert_queues_empty().await;
+}
+
+/// A key with an ASCII control character gets its variants; the metadata names it
+/// percent-encoded. A key near S3's 1,024-byte limit that is not an image is dead-lettered with
+/// a reason that fits the attribute and still ends with its cause.
+#[tokio::test]
+async fn awkward_keys_get_variants_or_a_reason_that_ends_with_its_cause() {
+    let Some(ctx) = common::context("awkward_keys_get_variants_or_a_reason").await else {
+        return;
+    };
+    let w = world(ctx, "keys", true).await;
+    let bell = "ctl/bell\u{7}tab\t.jpg";
+    let etag = w.upload(bell, &fixture("tiny.jpg"), "image/jpeg").await;
+    let long = format!("long/{}/end.jpg", "k".repeat(1000));
+    w.upload(&long, b"not an image at all", "image/jpeg").await;
+    w.upload("long/short.jpg", b"not an image at all", "image/jpeg")
+        .await;
+
+    let run = w.run_until_empty(&[]).await;
+    run.assert_success();
+    assert_eq!(run.stat("processed"), 1, "{}", run.stderr);
+    assert_eq!(run.stat("dead_lettered"), 2, "{}", run.stderr);
+    for (width, dims) in [(80, TINY_SMALL), (500, TINY)] {
+        let variant = w.variant(&format!("{width}/{bell}.jpg")).await;
+        let metadata = &variant.metadata;
+        assert_eq!(metadata["resizeq-source-key"], "ctl/bell%07tab%09.jpg");
+        assert_eq!(metadata["resizeq-source-etag"], etag);
+        let image = image::load_from_memory(&variant.bytes).expect("a JPEG");
+        assert_eq!((image.width(), image.height()), dims);
+    }
+
+    let dead = dead_letters(&w, 2).await;
+    let reason_of = |marker: &str| {
+        dead.iter()
+            .find(|(body, _)| body.contains(marker))
+            .map(|(_, attrs)| attrs["error_reason"].clone())
+            .unwrap_or_else(|| panic!("no DLQ copy for {marker}: {dead:?}"))
+    };
+    let short = reason_of("short.jpg");
+    let cause = short
+        .split_once("long/short.jpg: ")
+        .map(|(_, cause)| cause)
+        .unwrap_or_else(|| panic!("{short}"));
+    let reason = reason_of("end.jpg");
+    assert!(reason.len() <= 1024, "{} bytes: {reason}", reason.len());
+    assert!(
+        reason.ends_with(cause),
+        "{reason}\ndoes not end with\n{cause}"
+    );
+    assert!(reason.contains("bytes cut]…"), "{reason}");
+    assert!(reason.contains("/end.jpg: "), "{reason}");
+}
+
+/// The DLQ send succeeds and the delete from the source queue fails: the message comes back
+/// and is dead-lettered again. Both copies name their source message, and `resizeq dlq stats`
+/// counts the second as a duplicate.
+#[tokio::test]
+async fn a_dead_letter_whose_delete_failed_is_reported_as_a_duplicate() {
+    let Some(ctx) = common::context("a_dead_letter_whose_delete_failed").await else {
+        return;
+    };
+    let w = world(ctx, "dup", true).await;
+    w.upload("dup/poison.jpg", b"not an image at all", "image/jpeg")
+        .await;
+    let proxy = FaultProxy::start(&w.aws.endpoint).await;
+    // One failed DeleteMessage: the SDK makes 3 attempts.
+    proxy.add(Rule::sqs("DeleteMessage", sqs_error(500, "InternalError")).times(3));
+    let run = w
+        .run_until_empty(&[("RESIZEQ_AWS__ENDPOINT_URL", proxy.endpoint.as_str())])
+        .await;
+    run.assert_success();
+    assert_eq!(proxy.faulted(), 3);
+    assert_eq!(run.stat("dead_lettered"), 1, "{}", run.stderr);
+    assert_eq!(run.stat("retried"), 1, "{}", run.stderr);
+
+    let stats = w
+        .aws
+        .resizeq_command(
+            w.dir.path(),
+            &w.queue,
+            &w.dlq,
+            &["dlq", "stats", "--json"],
+            &[],
+        )
+        .output()
+        .await
+        .expect("resizeq dlq stats");
+    assert!(stats.status.success(), "{stats:?}");
+    let json: serde_json::Value = serde_json::from_slice(&stats.stdout).expect("JSON");
+    assert_eq!(json["visible"], 2, "{json}");
+    assert_eq!(json["by_error_kind"]["unsupported"], 2, "{json}");
+    assert_eq!(json["duplicates"], 1, "{json}");
+}
+
+/// The source bucket deleted (with the object) after the event: `NoSuchBucket` on the GET is
+/// the object gone, acknowledged as superseded, not a fault retried until the redrive policy
+/// moves the event without a reason.
+#[tokio::test]
+async fn a_deleted_source_bucket_is_the_object_gone_not_a_transient_fault() {
+    let Some(ctx) = common::context("a_deleted_source_bucket").await else {
+        return;
+    };
+    let w = world(ctx, "gone", true).await;
+    w.upload("gone/a.jpg", &fixture("tiny.jpg"), "image/jpeg")
+        .await;
+    w.aws
+        .s3
+        .delete_object()
+        .bucket(&w.source)
+        .key("gone/a.jpg")
+        .send()
+        .await
+        .expect("DeleteObject");
+    w.aws
+        .s3
+        .delete_bucket()
+        .bucket(&w.source)
+        .send()
+        .await
+        .expect("DeleteBucket");
+    let run = w.run_until_empty(&[]).await;
+    run.assert_success();
+    assert_eq!(run.stat("superseded"), 1, "{}", run.stderr);
+    assert_eq!(run.stat("retried"), 0, "{}", run.stderr);
+    w.assert_queues_empty().await;
+}
