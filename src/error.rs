@@ -23,6 +23,9 @@ pub enum ErrorKind {
     Io,
     /// A queue or storage service failed in a way that may pass (throttling, 5xx, timeouts).
     Service,
+    /// Credentials or a policy refused the call: retried by jobs (an operator's fix makes
+    /// them pass, see `adapters::aws`), but it ends the process at start-up.
+    Denied,
     /// A message body that is not an event we understand.
     Poison,
     /// A job panicked; treated as permanent for that message.
@@ -44,6 +47,7 @@ impl ErrorKind {
             ErrorKind::Encode => "encode",
             ErrorKind::Io => "io",
             ErrorKind::Service => "service",
+            ErrorKind::Denied => "denied",
             ErrorKind::Poison => "poison",
             ErrorKind::Panic => "panic",
             ErrorKind::Cancelled => "cancelled",
@@ -51,12 +55,13 @@ impl ErrorKind {
         }
     }
 
-    /// Only I/O and service faults can pass by themselves; everything else fails the same way
-    /// every time, so retrying it only delays the dead-letter queue.
+    /// Only I/O and service faults (and refusals an operator fixes) can pass without the
+    /// request changing; everything else fails the same way every time, so retrying it only
+    /// delays the dead-letter queue.
     pub fn is_permanent(self) -> bool {
         !matches!(
             self,
-            ErrorKind::Io | ErrorKind::Service | ErrorKind::Cancelled
+            ErrorKind::Io | ErrorKind::Service | ErrorKind::Denied | ErrorKind::Cancelled
         )
     }
 }

@@ -112,13 +112,6 @@ const TRANSIENT_CODES: &[&str] = &[
 /// bounds how long).
 const OPERATOR_FIXABLE_CODES: &[&str] = &[
     "NoSuchBucket",
-    "AccessDenied",
-    "AccessDeniedException",
-    "AllAccessDisabled",
-    "InvalidAccessKeyId",
-    "InvalidClientTokenId",
-    "UnrecognizedClientException",
-    "SignatureDoesNotMatch",
     "KmsAccessDenied",
     "KmsDisabled",
     "KmsNotFound",
@@ -126,6 +119,19 @@ const OPERATOR_FIXABLE_CODES: &[&str] = &[
     "KMS.DisabledException",
     "KMS.NotFoundException",
     "KMS.KMSInvalidStateException",
+];
+
+/// The refusals among the operator-fixable faults: credentials or a policy say no. Jobs retry
+/// them like the others ([`ErrorKind::Denied`] is transient); start-up does not, since a worker
+/// that may not read its queue has nothing to wait for.
+const DENIED_CODES: &[&str] = &[
+    "AccessDenied",
+    "AccessDeniedException",
+    "AllAccessDisabled",
+    "InvalidAccessKeyId",
+    "InvalidClientTokenId",
+    "UnrecognizedClientException",
+    "SignatureDoesNotMatch",
 ];
 
 /// Codes whose permanent kind is more precise than [`ErrorKind::Config`].
@@ -147,7 +153,9 @@ fn code_name(code: &str) -> &str {
 /// Whether an error code names a fault that can pass without anyone changing the request.
 pub fn is_transient_code(code: &str) -> bool {
     let code = code_name(code);
-    TRANSIENT_CODES.contains(&code) || OPERATOR_FIXABLE_CODES.contains(&code)
+    TRANSIENT_CODES.contains(&code)
+        || OPERATOR_FIXABLE_CODES.contains(&code)
+        || DENIED_CODES.contains(&code)
 }
 
 /// Turns an SDK error into ours, naming the operation (`op`, e.g. `"s3 GetObject photos/a.jpg"`)
@@ -207,7 +215,9 @@ where
                 || status.is_some_and(|s| s >= 500 || s == 429)
                 // No code and no status: nothing says it is the request's fault.
                 || (code.is_empty() && status.is_none());
-            let kind = if transient {
+            let kind = if DENIED_CODES.contains(&code_name(code)) {
+                ErrorKind::Denied
+            } else if transient {
                 ErrorKind::Service
             } else {
                 permanent_kind(code_name(code))
@@ -351,11 +361,12 @@ mod tests {
             e.message(),
             "s3 PutObject b/k: NoSuchBucket (HTTP 404): something went wrong"
         );
-        assert_eq!(s3_put("AccessDenied", 403).kind(), ErrorKind::Service);
+        assert_eq!(s3_put("AccessDenied", 403).kind(), ErrorKind::Denied);
         assert_eq!(
             sqs_receive("AccessDeniedException", 400).kind(),
-            ErrorKind::Service
+            ErrorKind::Denied
         );
+        assert!(!ErrorKind::Denied.is_permanent(), "jobs retry refusals");
     }
 
     #[test]

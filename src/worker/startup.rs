@@ -1,7 +1,8 @@
 //! Start-up of the SQS worker: learn what the queue is (its visibility timeout, its redrive
 //! policy's maxReceiveCount) while riding out faults that pass. A transient failure is logged
 //! and tried again with backoff (the worker is not ready meanwhile) until the start-up deadline;
-//! only a permanent one (a queue that does not exist, a malformed policy) ends the process.
+//! only a permanent one (a queue that does not exist, a malformed policy) or a refusal
+//! (credentials or a policy deny the call) ends the process.
 
 use std::time::{Duration, Instant};
 
@@ -47,6 +48,16 @@ pub async fn learn_queue<Q: Queue>(
             }
             Err(e) => e,
         };
+        if e.kind() == ErrorKind::Denied {
+            return Err(Error::new(
+                e.kind(),
+                format!(
+                    "permission error at start-up (not retried: fix the credentials or the \
+                     policy): {}",
+                    e.message()
+                ),
+            ));
+        }
         if e.is_permanent() {
             return Err(Error::new(
                 e.kind(),

@@ -31,6 +31,13 @@ fn round_faults(w: &World, at: Duration) -> Vec<Rule> {
     let dest = format!("/{}/", w.dest);
     let window = |rule: Rule, start: f64, length: f64| rule.during(at + secs(start), secs(length));
     vec![
+        // One of each kind the test asserts was injected, to the round's first matching
+        // requests, whatever the machine's speed (a busy machine may restart the worker right
+        // through a window and miss it); the windows below come on top.
+        Rule::new(Some("GET"), source_get(), s3_slow_down()).times(1),
+        Rule::new(Some("GET"), source_get(), Fault::BlackHole).times(1),
+        Rule::sqs("ReceiveMessage", sqs_error(500, "InternalError")).times(1),
+        Rule::sqs("ReceiveMessage", sqs_error(400, "RequestThrottled")).times(1),
         window(
             Rule::new(Some("GET"), source_get(), s3_slow_down()),
             0.0,

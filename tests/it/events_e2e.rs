@@ -204,10 +204,11 @@ async fn an_event_that_could_not_be_published_is_announced_on_the_retry() {
     let key = "later/cat.jpg";
     let etag = w.upload(key, &fixture("tiny.jpg"), "image/jpeg").await;
     let worker = w.spawn(false, &[(TARGET, app.as_str())]);
-    wait_until("the variants are written", || async {
-        w.dest_keys().await.len() == 2
+    wait_until("the publish fails and the message is put back", || async {
+        worker.has_logged("transient failure, retrying later")
     })
     .await;
+    assert_eq!(w.dest_keys().await.len(), 2, "written before the publish");
     w.aws
         .sqs
         .create_queue()

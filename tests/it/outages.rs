@@ -276,6 +276,31 @@ async fn get_queue_attributes_faults_at_start_up_and_until_empty_are_ridden_out(
     w.assert_queues_empty().await;
 }
 
+/// A queue the worker may not read ends start-up at once, saying it is a permission error
+/// (retrying until `queue.startup_deadline_secs` would only hide it; the run would time out).
+#[tokio::test]
+async fn a_queue_that_refuses_the_worker_ends_start_up_with_a_permission_error() {
+    let Some(ctx) = common::context("a_queue_that_refuses_the_worker").await else {
+        return;
+    };
+    let w = world(ctx, "deny", true).await;
+    let proxy = FaultProxy::start(&w.aws.endpoint).await;
+    proxy.add(Rule::sqs(
+        "GetQueueAttributes",
+        sqs_error(400, "AccessDeniedException"),
+    ));
+    let run = w
+        .run_until_empty(&[("RESIZEQ_AWS__ENDPOINT_URL", proxy.endpoint.as_str())])
+        .await;
+    assert!(!run.status.success(), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("permission error at start-up")
+            && run.stderr.contains("AccessDeniedException"),
+        "{}",
+        run.stderr
+    );
+}
+
 /// A key with an ASCII control character gets its variants; the metadata names it
 /// percent-encoded. A key near S3's 1,024-byte limit that is not an image is dead-lettered with
 /// a reason that fits the attribute and still ends with its cause.
