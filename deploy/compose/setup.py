@@ -39,7 +39,10 @@ for bucket in (SOURCE, DESTINATION):
 s3.put_bucket_notification_configuration(
     Bucket=SOURCE,
     NotificationConfiguration={
-        "QueueConfigurations": [{"QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]}]
+        "QueueConfigurations": [{
+            "QueueArn": queue_arn,
+            "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*", "s3:LifecycleExpiration:*"],
+        }]
     },
 )
 print(f"ready: s3://{SOURCE} -> {queue_url} (DLQ {dlq_url}); variants in s3://{DESTINATION}")

@@ -13,7 +13,7 @@ use tracing::{info, warn};
 
 use crate::config::{Config, DestinationConfig, Filters};
 use crate::error::{Error, ErrorKind, Result};
-use crate::event::{ObjectCreated, ObjectEvent};
+use crate::event::{ObjectCreated, ObjectEvent, ObjectRemoved};
 use crate::events::{AppEvent, Deleted, Failed, Ready, SourceRef};
 use crate::pipeline::{Output, Pipeline};
 use crate::ports::{GetOutcome, ObjectInfo, Publish, Store};
@@ -38,6 +38,21 @@ pub const META_SOURCE_VERSION: &str = "resizeq-source-version";
 /// The variant's own pixel size, so that a HEAD answers what a page needs to lay it out.
 pub const META_WIDTH: &str = "resizeq-width";
 pub const META_HEIGHT: &str = "resizeq-height";
+
+/// The longest encoded key stored as it is in variant metadata (see [`metadata_safe`]).
+const MAX_METADATA_KEY: usize = 512;
+
+/// How many times one job follows an object that keeps changing under it before it gives up
+/// (a transient failure: the message is retried).
+const FOLLOW_LIMIT: usize = 4;
+
+/// How one attempt at a version's variants ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attempt {
+    Done(RecordOutcome),
+    /// The object is no longer that version (overwritten or deleted).
+    Moved,
+}
 
 /// What happened to one object event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -145,7 +160,7 @@ impl<S: Store> Processor<S> {
         match event {
             ObjectEvent::Created(created) => self.handle_created(created, delivery, draining).await,
             ObjectEvent::Removed(removed) => self
-                .removed(removed, draining)
+                .removed(removed, delivery, draining)
                 .await
                 .map_err(|e| e.context(format!("s3://{}/{}", removed.bucket, removed.key))),
         }
@@ -180,6 +195,10 @@ impl<S: Store> Processor<S> {
             || (key.ends_with('/') && size.unwrap_or(0) == 0)
     }
 
+    /// A created object: its variants written, or found current. If the object has moved on
+    /// since the event (overwritten, deleted), the variants are brought in line with the
+    /// object as it is now rather than left to the newer event: S3 may send one event for two
+    /// quick writes, and a delete or a non-image writes no variants that would replace ours.
     async fn created(
         &self,
         event: &ObjectCreated,
@@ -189,6 +208,65 @@ impl<S: Store> Processor<S> {
         if self.ignores(&event.bucket, &event.key, event.size) {
             return Ok(RecordOutcome::Ignored);
         }
+        self.follow(event.clone(), delivery, draining, 0).await
+    }
+
+    /// Works for `event`'s version; if the object moved on, for the object as it is now, up
+    /// to [`FOLLOW_LIMIT`] times. `hop` > 0: this version was not the event's, so its own
+    /// outcome is `Superseded` and a permanent failure of it is announced, not returned (its
+    /// own event, if there is one, dead-letters it).
+    async fn follow(
+        &self,
+        mut current: ObjectCreated,
+        delivery: Delivery,
+        draining: &CancellationToken,
+        mut hop: usize,
+    ) -> Result<RecordOutcome> {
+        while hop <= FOLLOW_LIMIT {
+            match self.render_version(&current, delivery, draining).await {
+                Ok(Attempt::Done(outcome)) if hop == 0 => return Ok(outcome),
+                Ok(Attempt::Done(_)) => return Ok(RecordOutcome::Superseded),
+                Ok(Attempt::Moved) => {}
+                Err(e) if hop > 0 && e.is_permanent() => {
+                    let failed = Failed::from_error(SourceRef::from_event(&current), &e);
+                    self.announce(AppEvent::Failed(failed)).await?;
+                    return Ok(RecordOutcome::Superseded);
+                }
+                Err(e) => return Err(e),
+            }
+            hop += 1;
+            let head = self.store.head(&current.bucket, &current.key);
+            match telemetry::timed("head", head).await? {
+                Some(info) => {
+                    info!("the object changed since the event: following it");
+                    current = ObjectCreated::new(
+                        &current.bucket,
+                        &current.key,
+                        Some(info.etag),
+                        Some(info.size),
+                    );
+                }
+                None => {
+                    info!("the object was deleted since the event: removing its variants");
+                    let gone = ObjectRemoved::new(&current.bucket, &current.key);
+                    Box::pin(self.remove_variants(&gone, delivery, draining, hop)).await?;
+                    return Ok(RecordOutcome::Superseded);
+                }
+            }
+        }
+        Err(Error::new(
+            ErrorKind::Service,
+            format!("the object kept changing while its variants were made ({FOLLOW_LIMIT} times)"),
+        ))
+    }
+
+    /// One attempt at the variants of `event`'s version (its ETag, or the current one).
+    async fn render_version(
+        &self,
+        event: &ObjectCreated,
+        delivery: Delivery,
+        draining: &CancellationToken,
+    ) -> Result<Attempt> {
         let destination = self.destination.bucket_for(&event.bucket);
         let keys = self.pipeline.keys_for(&event.key);
         // The version to render: the event's, or (hand-made events, local mode) the current one.
@@ -196,10 +274,7 @@ impl<S: Store> Processor<S> {
             Some(etag) => etag.clone(),
             None => match self.store.head(&event.bucket, &event.key).await? {
                 Some(info) => info.etag,
-                None => {
-                    info!("object deleted since the event");
-                    return Ok(RecordOutcome::Superseded);
-                }
+                None => return Ok(Attempt::Moved),
             },
         };
         // Looked at before the GET below: see `versions` for why the order matters.
@@ -211,25 +286,22 @@ impl<S: Store> Processor<S> {
                 self.announce_again(event, &version, &destination, &keys, &seen)
                     .await?;
             }
-            return Ok(RecordOutcome::Skipped);
+            return Ok(Attempt::Done(RecordOutcome::Skipped));
         }
         if self.newer_version_seen(&event.key, &seen, &version) {
             info!("a newer version's variants are there already");
-            return Ok(RecordOutcome::Superseded);
+            return Ok(Attempt::Done(RecordOutcome::Superseded));
         }
         let get = self.store.get(&event.bucket, &event.key, Some(&etag));
         let bytes = match telemetry::timed("get", get).await? {
             GetOutcome::Found { bytes, .. } => bytes,
-            GetOutcome::Changed | GetOutcome::NotFound => {
-                info!("object changed or deleted since the event");
-                return Ok(RecordOutcome::Superseded);
-            }
+            GetOutcome::Changed | GetOutcome::NotFound => return Ok(Attempt::Moved),
         };
 
         let source_bytes = bytes.len();
         let output = match self.run_pipeline(bytes, keys.clone(), draining).await {
             Ok(output) => output,
-            Err(e) if e.is_permanent() && e.kind() != ErrorKind::Cancelled => {
+            Err(e) if e.is_permanent() => {
                 // This version is not an image: the variants of an older one must not go on
                 // standing for it.
                 let deleted = self
@@ -258,15 +330,15 @@ impl<S: Store> Processor<S> {
         let written = self
             .write_variants(event, &version, &destination, output.variants, extra, seen)
             .await?;
-        if written == RecordOutcome::Processed {
-            if let Some(latency) = event.event_time.as_deref().and_then(since_event) {
-                metrics::histogram!(catalogue::EVENT_TO_VARIANTS.name)
-                    .record(latency.as_secs_f64());
-            }
-            info!(variants = keys.len(), "variants written");
-            self.announce(AppEvent::Ready(ready)).await?;
+        if written == Attempt::Moved {
+            return Ok(Attempt::Moved);
         }
-        Ok(written)
+        if let Some(latency) = event.event_time.as_deref().and_then(since_event) {
+            metrics::histogram!(catalogue::EVENT_TO_VARIANTS.name).record(latency.as_secs_f64());
+        }
+        info!(variants = keys.len(), "variants written");
+        self.announce(AppEvent::Ready(ready)).await?;
+        Ok(Attempt::Done(RecordOutcome::Processed))
     }
 
     /// Each variant's HEAD (`None`: not there), timed as the `head` stage.
@@ -370,9 +442,19 @@ fn since_event(event_time: &str) -> Option<std::time::Duration> {
     std::time::SystemTime::now().duration_since(at).ok()
 }
 
-/// S3 user metadata must be printable ASCII; other keys are stored percent-encoded.
+/// S3 user metadata must be printable ASCII; other keys are stored percent-encoded. S3 allows
+/// 2 KB of user metadata in all, and a 1,024-byte key can take three times that encoded: past
+/// [`MAX_METADATA_KEY`] bytes the key is stored as its SHA-256 (compared the same way).
 pub(super) fn metadata_safe(key: &str) -> String {
-    super::metadata_value::metadata_value(key)
+    let encoded = super::metadata_value::metadata_value(key);
+    if encoded.len() <= MAX_METADATA_KEY {
+        return encoded;
+    }
+    use sha2::Digest;
+    format!(
+        "sha256:{}",
+        hex::encode(sha2::Sha256::digest(key.as_bytes()))
+    )
 }
 
 /// A gauge one higher for as long as this lives (also when the job is cancelled).
@@ -435,4 +517,23 @@ impl ThreadCpuTime {
 /// takes all of it and runs alone rather than never.
 fn memory_permits(budget_mib: u32, bytes: u64) -> u32 {
     bytes.div_ceil(1 << 20).clamp(1, budget_mib as u64) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_keeps_short_keys_and_a_digest_of_long_ones() {
+        assert_eq!(metadata_safe("photos/cat.jpg"), "photos/cat.jpg");
+        // 300 CJK characters: 900 UTF-8 bytes, 2,700 percent-encoded; S3 allows 2 KB in all.
+        let long = "猫".repeat(300);
+        let stored = metadata_safe(&long);
+        assert!(
+            stored.starts_with("sha256:") && stored.len() == 7 + 64,
+            "{stored}"
+        );
+        assert_eq!(stored, metadata_safe(&long), "compared the same way");
+        assert_ne!(stored, metadata_safe(&"犬".repeat(300)));
+    }
 }

@@ -25,6 +25,7 @@ mod events;
 mod events_e2e;
 mod lifecycle_core;
 mod lifecycle_e2e;
+mod lifecycle_races;
 mod local_mode;
 mod ops_backfill;
 mod ops_dlq;

@@ -129,7 +129,8 @@ impl<S: Store> Processor<S> {
         keys: &[String],
         seen: &[Option<ObjectInfo>],
     ) -> Result<()> {
-        if self.events.is_none() {
+        // Not for a version the object has moved on from: its variants are about to go.
+        if self.events.is_none() || !self.source_is(event, version).await? {
             return Ok(());
         }
         let names: Vec<String> = self

@@ -8,27 +8,31 @@
 //! look and before writing, the source is checked to still be the version being worked for
 //! (the GET `If-Match` the event's ETag; after a refused write, a HEAD). So when a job for
 //! version A writes variant `v` at time `w`, nobody wrote `v` between A's look `l` and `w`,
-//! and the source was A at a time `c`, `l < c < w`. Let B be a newer upload, at time `u`:
+//! and the source was A at a time `c`, `l < c < w`. After its writes, A's job looks at the
+//! source once more (time `e > w`). Let B be the next change of the object (an upload, a
+//! delete, or something that is not an image), at time `u`:
 //!
-//! - `u < c` cannot be: the check at `c` would have found B, and A's job steps aside.
-//! - `u > c`: B's job runs after `u` (S3 sends an event for every write). If its write to `v`
-//!   lands before `w`, it lands after `l`, so A's conditional write is refused; A looks again,
-//!   finds the source moved and steps aside. If it lands after `w`, it replaces A's (a refused
-//!   write of B's makes B look again and check the source, which is B). Either way `v` ends
-//!   as B's.
+//! - `u < c` cannot be: the check at `c` would have found B.
+//! - `c < u < e`: A's check at `e` finds the object moved, and A's job *follows* it: it does
+//!   for the object as it is at `e` what B's own job would do (render it, remove the variants
+//!   if it is gone, remove them and announce `failed` if it is not an image), under the same
+//!   rules. So `v` does not depend on B's job ever running, which matters: S3 may send one
+//!   event for two quick writes of an unversioned object, and deletes and non-images write
+//!   no variants that would replace A's.
+//! - `u > e`: B's job (or a job that follows B) starts after A's writes and replaces them.
 //!
-//! Removals are the mirror image: a variant is deleted only if it is as looked at, after a
-//! HEAD found the source gone. A re-upload whose job wrote after the look makes the delete
-//! refused; one that wrote before the look is found by the HEAD. Two jobs of one version (an
-//! event delivered twice) conflict only until one of them looks again and finds the variant
-//! made from that version.
+//! Jobs that meet at `v` cannot both win unseen: a write or delete that lands between another
+//! job's look and its write makes that write refused, and the refused job looks again (and
+//! follows the object if it moved). Removals are the mirror image: a variant is deleted only if
+//! it is as looked at, after a HEAD found the source gone; if the source is there (a re-upload,
+//! or a versioned bucket's previous version made current by deleting the current one), the job
+//! follows it instead. Two jobs of one version (an event delivered twice) conflict only until
+//! one of them looks again and finds the variant made from that version. Following is bounded
+//! (`FOLLOW_LIMIT`); an object that keeps changing faster is a transient failure, retried.
 //!
-//! Two cheaper checks come on top. The event `sequencer` (real S3; moto sends none) orders
-//! events of one key: variants made from a later sequencer than the event are a newer
-//! version's, so an older job steps aside and a late removal keeps them without asking the
-//! source. And after writing, the source is looked at once more: if it moved, the newer
-//! version's job is about to replace these variants, so the job reports `Superseded`, not
-//! `Processed` (nothing announces variants that will not remain).
+//! The event `sequencer` (real S3; moto sends none) adds a cheaper check: it orders events of
+//! one key, so variants made from a later sequencer than the event are a newer version's; an
+//! older job steps aside and a late removal keeps them without asking the source.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -37,8 +41,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{
-    metadata_safe, Delivery, Processor, RecordOutcome, META_CONFIG, META_HEIGHT, META_SOURCE_ETAG,
-    META_SOURCE_KEY, META_SOURCE_SEQUENCER, META_SOURCE_VERSION, META_WIDTH,
+    metadata_safe, Attempt, Delivery, Processor, RecordOutcome, META_CONFIG, META_HEIGHT,
+    META_SOURCE_ETAG, META_SOURCE_KEY, META_SOURCE_SEQUENCER, META_SOURCE_VERSION, META_WIDTH,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{ObjectCreated, ObjectRemoved};
@@ -140,7 +144,7 @@ impl<S: Store> Processor<S> {
         variants: Vec<Rendered>,
         extra_metadata: HashMap<String, String>,
         mut seen: Vec<Option<ObjectInfo>>,
-    ) -> Result<RecordOutcome> {
+    ) -> Result<Attempt> {
         let keys: Vec<String> = variants.iter().map(|v| v.key.clone()).collect();
         let mut metadata = version.metadata(&event.key, self.pipeline.fingerprint());
         metadata.extend(extra_metadata);
@@ -177,13 +181,18 @@ impl<S: Store> Processor<S> {
                 }
             }
             if !refused {
-                return self.still_the_source(event, version).await;
+                // The check after writing: if the object moved on meanwhile, these variants
+                // are not its; the caller follows it.
+                return Ok(if self.source_is(event, version).await? {
+                    Attempt::Done(RecordOutcome::Processed)
+                } else {
+                    Attempt::Moved
+                });
             }
             // Another job wrote a variant since the look: look again, then at the source.
             seen = self.look_at_variants(bucket, &keys).await?;
             if !self.source_is(event, version).await? {
-                info!("a newer version's variants were written meanwhile: stepping aside");
-                return Ok(RecordOutcome::Superseded);
+                return Ok(Attempt::Moved);
             }
         }
         Err(Error::new(
@@ -193,40 +202,51 @@ impl<S: Store> Processor<S> {
     }
 
     /// Whether the source is still `version`.
-    async fn source_is(&self, event: &ObjectCreated, version: &SourceVersion) -> Result<bool> {
-        let head = self.store.head(&event.bucket, &event.key);
-        let current = telemetry::timed("head", head).await?;
-        Ok(current.is_some_and(|info| info.etag == version.etag))
-    }
-
-    /// The check after writing: `Processed` if the source is still the version written for.
-    async fn still_the_source(
+    pub(super) async fn source_is(
         &self,
         event: &ObjectCreated,
         version: &SourceVersion,
-    ) -> Result<RecordOutcome> {
-        if self.source_is(event, version).await? {
-            Ok(RecordOutcome::Processed)
-        } else {
-            info!(
-                "the object changed while its variants were written: its newer event redoes them"
-            );
-            Ok(RecordOutcome::Superseded)
-        }
+    ) -> Result<bool> {
+        let head = self.store.head(&event.bucket, &event.key);
+        let current = telemetry::timed("head", head).await?;
+        Ok(current.is_some_and(|info| info.etag == version.etag))
     }
 
     /// A removed object: deletes the variants made from it, if it is really gone.
     pub(super) async fn removed(
         &self,
         event: &ObjectRemoved,
+        delivery: Delivery,
         draining: &CancellationToken,
     ) -> Result<RecordOutcome> {
         if !self.delete_variants || self.ignores(&event.bucket, &event.key, None) {
             return Ok(RecordOutcome::Ignored);
         }
+        self.remove_variants(event, delivery, draining, 0).await
+    }
+
+    /// Deletes the variants made from `event`'s key if the object is gone; if it is there (a
+    /// re-upload, or a versioned bucket's previous version made current again by deleting the
+    /// current one), follows it instead: its variants are made current. `hop` as for
+    /// `follow`.
+    pub(super) async fn remove_variants(
+        &self,
+        event: &ObjectRemoved,
+        delivery: Delivery,
+        draining: &CancellationToken,
+        hop: usize,
+    ) -> Result<RecordOutcome> {
         let destination = self.destination.bucket_for(&event.bucket);
         let keys = self.pipeline.keys_for(&event.key);
+        // Looked at before the source is: see the module docs.
         let seen = self.look_at_variants(&destination, &keys).await?;
+        let head = self.store.head(&event.bucket, &event.key);
+        if let Some(info) = telemetry::timed("head", head).await? {
+            info!("the object is there (uploaded again, or an earlier version): following it");
+            let current =
+                ObjectCreated::new(&event.bucket, &event.key, Some(info.etag), Some(info.size));
+            return Box::pin(self.follow(current, delivery, draining, hop + 1)).await;
+        }
         let ours: Vec<(&String, &ObjectInfo)> = keys
             .iter()
             .zip(&seen)
@@ -235,31 +255,30 @@ impl<S: Store> Processor<S> {
                 made_from_key(info, &event.key) && !made_after(info, event.sequencer.as_deref())
             })
             .collect();
+        let source = SourceRef {
+            version_id: event.version_id.clone(),
+            ..SourceRef::new(&event.bucket, &event.key, None)
+        };
         if ours.is_empty() {
+            // Gone already. A delivery before this one may have deleted them and then failed
+            // to tell the app: tell it again (same event id), if none of the variants is left.
+            if delivery == Delivery::Repeat && seen.iter().all(Option::is_none) {
+                let deleted = Deleted::of_keys(source, &destination, keys);
+                self.announce(AppEvent::Deleted(deleted)).await?;
+            }
             return Ok(RecordOutcome::Ignored);
-        }
-        let head = self.store.head(&event.bucket, &event.key);
-        if telemetry::timed("head", head).await?.is_some() {
-            info!("uploaded again since the removal: its variants stay");
-            return Ok(RecordOutcome::Superseded);
         }
         let deleted = self.delete_as_seen(&destination, &ours).await?;
         // For stores that ignore a conditional delete's condition: a re-upload whose job wrote
         // between the look and the delete lost its variants; render it again.
-        if !deleted.is_empty() {
-            if let Some(info) = self.store.head(&event.bucket, &event.key).await? {
-                warn!("uploaded again while its variants were deleted: rendering it again");
-                let again =
-                    ObjectCreated::new(&event.bucket, &event.key, Some(info.etag), Some(info.size));
-                return self.created(&again, Delivery::First, draining).await;
-            }
+        if let Some(info) = self.store.head(&event.bucket, &event.key).await? {
+            warn!("uploaded again while its variants were deleted: rendering it again");
+            let again =
+                ObjectCreated::new(&event.bucket, &event.key, Some(info.etag), Some(info.size));
+            return Box::pin(self.follow(again, delivery, draining, hop + 1)).await;
         }
         info!(variants = deleted.len(), "variants deleted");
         if !deleted.is_empty() {
-            let source = SourceRef {
-                version_id: event.version_id.clone(),
-                ..SourceRef::new(&event.bucket, &event.key, None)
-            };
             let deleted = Deleted::of_keys(source, &destination, deleted);
             self.announce(AppEvent::Deleted(deleted)).await?;
         }
