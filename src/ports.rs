@@ -262,7 +262,9 @@ pub trait Store: Send + Sync + 'static {
     fn put(&self, object: PutObject) -> impl Future<Output = Result<Written>> + Send;
 
     /// Deletes the object if `condition` holds ([`Condition::Absent`] is not a delete
-    /// condition and is refused). Deleting an object that is not there is `Done`.
+    /// condition and is refused). An object that is not there is `Done` for
+    /// [`Condition::Any`], and `ConditionFailed` for [`Condition::Matches`] (someone else
+    /// deleted it: this delete did not happen).
     fn delete(
         &self,
         bucket: &str,

@@ -274,7 +274,7 @@ impl FsStore {
         let path = self.object_path(bucket, key)?;
         let _one_writer = self.writes.lock().unwrap_or_else(|e| e.into_inner());
         let current = self.current_etag(&path)?;
-        if current.is_none() {
+        if current.is_none() && *condition == Condition::Any {
             return Ok(Written::Done);
         }
         if !condition.holds(current.as_ref()) {

@@ -469,7 +469,10 @@ impl Store for MemoryStore {
         let mut objects = self.objects.lock().unwrap();
         let id = (bucket.to_string(), key.to_string());
         let Some((_, info, _)) = objects.get(&id) else {
-            return Ok(Written::Done);
+            return Ok(match condition {
+                Condition::Matches(_) => Written::ConditionFailed,
+                _ => Written::Done,
+            });
         };
         if !condition.holds(Some(&info.etag)) {
             return Ok(Written::ConditionFailed);

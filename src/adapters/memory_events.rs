@@ -77,28 +77,4 @@ mod tests {
         assert_eq!(keys, ["a", "c"]);
         assert_eq!(events.types(), ["resizeq.variants.failed"; 2]);
     }
-
-    #[tokio::test]
-    async fn a_processor_holds_the_publisher_it_is_given() {
-        use crate::adapters::memory::MemoryStore;
-        use crate::config::Config;
-        use crate::worker::Processor;
-        use std::sync::Arc;
-
-        let config = Config::default();
-        let without = Processor::new(&config, MemoryStore::new()).unwrap();
-        assert!(without.events().is_none());
-        let events = Arc::new(MemoryEvents::new());
-        let with = Processor::new(&config, MemoryStore::new())
-            .unwrap()
-            .with_events(events.clone());
-        let publish = with.events().expect("events set");
-        let event = AppEvent::Failed(Failed {
-            source: SourceRef::new("b", "k.jpg", None),
-            error_kind: "corrupt".into(),
-            error_reason: "truncated".into(),
-        });
-        publish.publish(&event).await.unwrap();
-        assert_eq!(events.published(), [event]);
-    }
 }

@@ -197,11 +197,12 @@ impl Store for S3Store {
             .await;
         match result {
             Ok(_) => Ok(Written::Done),
-            // Gone already (an If-Match delete of a missing key answers 404): what we wanted.
+            // An If-Match delete of a missing key answers 404: someone else deleted it.
+            Err(e) if condition_failed(&e, condition) => Ok(Written::ConditionFailed),
+            // Gone already, for a plain delete: what was asked.
             Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(404) => {
                 Ok(Written::Done)
             }
-            Err(e) if condition_failed(&e, condition) => Ok(Written::ConditionFailed),
             Err(e) => Err(classify(&format!("s3 DeleteObject {bucket}/{key}"), e)),
         }
     }

@@ -605,10 +605,18 @@ async fn conditional_writes_and_deletes_happen_only_on_the_state_seen() {
         store.head(&bucket, "80/k.jpg").await.unwrap().is_none(),
         "deleted"
     );
-    // Gone already: a delete is done; an If-Match write fails on its condition.
+    // Gone already: a conditional delete did not happen (someone else's did); a plain one is
+    // done; an If-Match write fails on its condition.
     assert_eq!(
         store
             .delete(&bucket, "80/k.jpg", &Condition::Matches(two.clone()))
+            .await
+            .unwrap(),
+        Written::ConditionFailed
+    );
+    assert_eq!(
+        store
+            .delete(&bucket, "80/k.jpg", &Condition::Any)
             .await
             .unwrap(),
         Written::Done

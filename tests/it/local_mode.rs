@@ -251,6 +251,43 @@ async fn deleting_a_file_removes_its_variants() {
     assert!(failed_lines(&root, "photos").is_empty());
 }
 
+/// A folder moved out of the bucket is one event for the folder, none for its files; and a file
+/// deleted while resizeq was not running has no event at all. Both leave variants without a
+/// source, which go too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn variants_of_a_folder_moved_away_or_of_files_deleted_while_stopped_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    put_fixture(&root, "tiny.jpg", "photos/album/a.jpg");
+    put_fixture(&root, "tiny.png", "photos/b.png");
+    put_fixture(&root, "tiny.jpg", "photos/c.jpg");
+    run_until_empty(&root).await;
+    let variant = |key: &str| root.join("photos-resized/80").join(format!("{key}.jpg"));
+    assert!(variant("c.jpg").is_file());
+
+    // Deleted while stopped: the next start finds the orphan.
+    std::fs::remove_file(root.join("photos/c.jpg")).unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn({
+        let config = config(&root);
+        let shutdown = shutdown.clone();
+        async move { run_local(&config, Mode::Forever, shutdown).await }
+    });
+    wait_for_file(variant("c.jpg"), false).await;
+
+    // The album goes to the trash (outside the root).
+    std::fs::rename(root.join("photos/album"), dir.path().join("trash")).unwrap();
+    wait_for_file(variant("album/a.jpg"), false).await;
+    assert!(variant("b.png").is_file(), "only the orphans go");
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("run_local did not stop")
+        .unwrap()
+        .expect("run_local failed");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forever_mode_processes_files_as_they_arrive() {
     let dir = tempfile::tempdir().unwrap();

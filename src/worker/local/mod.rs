@@ -33,6 +33,8 @@ use crate::adapters::events_file::EventsFile;
 use crate::adapters::fs::{is_hidden_or_partial, FsStore};
 use crate::config::{Config, DestinationConfig, Filters};
 use crate::error::{Error, Result};
+use crate::ports::{ListQuery, Store, MAX_LIST_PAGE};
+use crate::worker::processor::META_SOURCE_KEY;
 use crate::worker::{self, Mode, WorkerContext};
 pub use queue::{
     failed_file, FailedEntry, LocalQueue, MAX_RECEIVES, RETRIES_EXHAUSTED, VISIBILITY,
@@ -207,7 +209,12 @@ pub async fn run_local(config: &Config, mode: Mode, shutdown: CancellationToken)
         .map_err(|e| Error::io(format!("scan task failed: {e}")))?;
     let files = found.len();
     let enqueued = enqueue_all(&queue, found);
-    info!(root = %root.display(), files, enqueued, "local mode: initial scan done");
+    // Files deleted while resizeq was not running.
+    let mut orphans = 0;
+    for bucket in scope.buckets() {
+        orphans += enqueue_orphan_removals(&scope, &queue, &bucket).await?;
+    }
+    info!(root = %root.display(), files, enqueued, orphans, "local mode: initial scan done");
 
     let result = worker::run(
         ctx,
@@ -223,9 +230,85 @@ pub async fn run_local(config: &Config, mode: Mode, shutdown: CancellationToken)
     result
 }
 
+/// Enqueues a removal for every source of `bucket` that has variants but no file any more:
+/// deleted while resizeq was not running, or moved away with its folder (the watcher then sees
+/// the folder go, not its files). Returns how many. The removal job itself checks that the
+/// file is gone and that the variants are its.
+async fn enqueue_orphan_removals(scope: &Scope, queue: &LocalQueue, bucket: &str) -> Result<usize> {
+    let store = FsStore::new(&scope.root);
+    let destination = scope.destination.bucket_for(bucket);
+    let mut sources = std::collections::BTreeSet::new();
+    let mut continuation: Option<String> = None;
+    loop {
+        let query = ListQuery {
+            continuation: continuation.as_deref(),
+            max_keys: MAX_LIST_PAGE,
+            ..ListQuery::default()
+        };
+        let page = store.list(&destination, query).await?;
+        for variant in &page.objects {
+            let Some(info) = store.head(&destination, &variant.key).await? else {
+                continue;
+            };
+            if let Some(stored) = info.metadata.get(META_SOURCE_KEY) {
+                // As stored, and percent-decoded (keys that are not printable ASCII).
+                sources.insert(stored.clone());
+                sources.extend(percent_decoded(stored));
+            }
+        }
+        match page.next {
+            Some(next) => continuation = Some(next),
+            None => break,
+        }
+    }
+    let mut enqueued = 0;
+    for key in sources {
+        let gone = store
+            .object_path(bucket, &key)
+            .is_ok_and(|path| !path.exists());
+        if gone && scope.filters.accepts(&key) {
+            debug!(bucket, key, "variants without a source: removal enqueued");
+            queue.enqueue_removed(bucket, &key);
+            enqueued += 1;
+        }
+    }
+    Ok(enqueued)
+}
+
+/// `%XX` sequences decoded, if there are any and the result is UTF-8.
+fn percent_decoded(value: &str) -> Option<String> {
+    if !value.contains('%') {
+        return None;
+    }
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_keys_are_percent_decoded_when_they_can_be() {
+        assert_eq!(
+            percent_decoded("caf%C3%A9.jpg").as_deref(),
+            Some("café.jpg")
+        );
+        assert_eq!(percent_decoded("plain.jpg"), None);
+        assert_eq!(percent_decoded("100%/a.jpg"), None);
+    }
 
     fn scope(root: &Path) -> Scope {
         Scope {

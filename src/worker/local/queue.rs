@@ -133,7 +133,14 @@ impl LocalQueue {
 
     /// Enqueues an ObjectRemoved event for a file that is gone (its variants follow it).
     pub fn enqueue_removed(&self, bucket: &str, key: &str) {
-        self.push(ObjectRemoved::new(bucket, key).into());
+        // One removal at a time per file: a second, while the first waits or runs, has
+        // nothing left to do.
+        let queued = self.shared.messages.lock().unwrap().iter().any(
+            |d| matches!(&d.extra, ObjectEvent::Removed(r) if r.bucket == bucket && r.key == key),
+        );
+        if !queued {
+            self.push(ObjectRemoved::new(bucket, key).into());
+        }
     }
 
     /// Enqueues an event; one still pending (never delivered) for the same file is replaced

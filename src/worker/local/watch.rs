@@ -157,6 +157,7 @@ async fn flush(pending: &mut HashMap<PathBuf, Pending>, scope: &Scope, queue: &L
     })
     .await
     .unwrap_or_default();
+    let mut swept = std::collections::HashSet::new();
     for (path, previous, size, found, removed) in looked {
         match size {
             // Gone, or not a file.
@@ -165,6 +166,13 @@ async fn flush(pending: &mut HashMap<PathBuf, Pending>, scope: &Scope, queue: &L
                 if let Some((bucket, key)) = removed {
                     debug!(%bucket, %key, "file removed: enqueued");
                     queue.enqueue_removed(&bucket, &key);
+                    // A folder moved away is one event for the folder, none for its files.
+                    if swept.insert(bucket.clone()) {
+                        if let Err(e) = super::enqueue_orphan_removals(scope, queue, &bucket).await
+                        {
+                            warn!(%bucket, error = %e, "looking for variants without a source");
+                        }
+                    }
                 }
             }
             // Same size as at the previous look: done being written.

@@ -319,7 +319,7 @@ impl<S: Store> Processor<S> {
     }
 
     /// Deletes each variant if it is still as seen; returns the keys deleted. A refused delete
-    /// means a newer version's job rewrote the variant since: it stays.
+    /// means another job rewrote the variant (it stays) or deleted it (and announces that).
     async fn delete_as_seen(
         &self,
         bucket: &str,
@@ -335,7 +335,7 @@ impl<S: Store> Processor<S> {
                 }
                 Written::ConditionFailed => {
                     metrics::counter!(catalogue::WRITE_CONFLICTS.name).increment(1);
-                    info!(variant = %key, "rewritten since it was looked at: kept");
+                    info!(variant = %key, "changed or deleted by another job since it was looked at: left to it");
                 }
             }
         }
