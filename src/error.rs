@@ -32,7 +32,7 @@ pub enum ErrorKind {
     Panic,
     /// Work given up because the worker is shutting down; the message is released.
     Cancelled,
-    /// A transient fault outlasted every receive the queue's redrive policy allows: the
+    /// A transient fault outlasted every receive planned within the queue's redrive policy: the
     /// worker dead-letters the message itself, with the last error as the reason.
     TransientExhausted,
 }

@@ -22,6 +22,8 @@ pub struct Health {
     live_within: Duration,
     ready_within: Duration,
     jobs: JobTracker,
+    /// Added to the clock: tests move time forward instead of sleeping.
+    skew_ms: AtomicU64,
 }
 
 /// The jobs running now and when a slot last freed, for the stall checks.
@@ -51,6 +53,7 @@ impl Health {
             draining: AtomicBool::new(false),
             live_within: poll_wait * 3 + Duration::from_secs(60),
             ready_within: poll_wait * 2 + Duration::from_secs(30),
+            skew_ms: AtomicU64::new(0),
             jobs: JobTracker {
                 running: Mutex::new(HashMap::new()),
                 next_ticket: AtomicU64::new(0),
@@ -60,6 +63,14 @@ impl Health {
                 stall_after: Duration::MAX,
             },
         }
+    }
+
+    /// Live as long as one call to the queue may take: a receive or start-up call that hangs
+    /// until its time-outs (attempt time-out × attempts) is the worker waiting correctly, not
+    /// a wedge, and must not get the pod restarted.
+    pub fn with_call_time(mut self, longest_call: Duration) -> Health {
+        self.live_within = self.live_within.max(longest_call + Duration::from_secs(60));
+        self
     }
 
     /// With the stall checks: `slots` jobs at most, each with `deadline`; stalled when every
@@ -127,7 +138,13 @@ impl Health {
     }
 
     fn now(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64 + 1
+        self.epoch.elapsed().as_millis() as u64 + self.skew_ms.load(Ordering::Relaxed) + 1
+    }
+
+    /// Moves this clock forward (tests).
+    #[cfg(test)]
+    fn advance(&self, by: Duration) {
+        self.skew_ms.fetch_add(millis(by), Ordering::Relaxed);
     }
 
     fn within(&self, stamp: &AtomicU64, window: Duration) -> bool {
@@ -239,16 +256,18 @@ mod tests {
     fn every_slot_busy_with_none_freed_is_a_stall() {
         let health = Health::new(Duration::from_secs(1)).with_stall_checks(
             2,
+            Duration::from_secs(600),
             Duration::from_secs(60),
-            Duration::from_millis(50),
         );
         health.progress();
         let a = health.job_started();
-        std::thread::sleep(Duration::from_millis(80));
+        health.advance(Duration::from_secs(90));
+        health.progress();
         assert!(health.is_live(), "one slot of two busy is not a stall");
         let b = health.job_started();
         assert!(health.is_live(), "the second slot was just taken");
-        std::thread::sleep(Duration::from_millis(80));
+        health.advance(Duration::from_secs(61));
+        health.progress();
         let why = health.liveness().unwrap_err();
         assert!(why.contains("all 2 job slots busy"), "{why}");
         assert_eq!(health.stalled_jobs(), 2);
@@ -262,15 +281,26 @@ mod tests {
     fn a_job_long_past_its_deadline_is_a_stall() {
         let health = Health::new(Duration::from_secs(1)).with_stall_checks(
             8,
-            Duration::from_millis(30),
-            Duration::from_millis(30),
+            Duration::from_secs(30),
+            Duration::from_secs(30),
         );
         let job = health.job_started();
-        std::thread::sleep(Duration::from_millis(80));
+        health.advance(Duration::from_secs(61));
+        health.progress();
         let why = health.liveness().unwrap_err();
         assert!(why.contains("past its deadline"), "{why}");
         health.job_finished(job);
         assert!(health.is_live());
+    }
+
+    #[test]
+    fn a_call_hanging_until_its_time_outs_is_not_a_wedge() {
+        let health = Health::new(Duration::from_secs(20)).with_call_time(Duration::from_secs(180));
+        health.progress();
+        health.advance(Duration::from_secs(200));
+        assert!(health.is_live(), "three 60 s attempts of one receive");
+        health.advance(Duration::from_secs(60));
+        assert!(!health.is_live(), "and no longer");
     }
 
     #[test]

@@ -57,11 +57,17 @@ impl<Q, S: Store> WorkerContext<Q, S> {
             job_deadline: Duration::from_secs(config.worker.job_deadline_secs),
             stats: Stats::default(),
             health: Arc::new(
-                Health::new(Duration::from_secs(config.queue.wait_time_secs)).with_stall_checks(
-                    config.worker.max_in_flight,
-                    Duration::from_secs(config.worker.job_deadline_secs),
-                    Duration::from_secs(config.worker.stall_secs),
-                ),
+                Health::new(Duration::from_secs(config.queue.wait_time_secs))
+                    // The SDK's standard retry: 3 attempts, with backoff between them.
+                    .with_call_time(
+                        Duration::from_secs(config.aws.attempt_timeout_secs) * 3
+                            + Duration::from_secs(30),
+                    )
+                    .with_stall_checks(
+                        config.worker.max_in_flight,
+                        Duration::from_secs(config.worker.job_deadline_secs),
+                        Duration::from_secs(config.worker.stall_secs),
+                    ),
             ),
         })
     }
@@ -377,11 +383,12 @@ async fn run_job<Q: Queue, S: Store>(
                     Outcome::Retried
                 }
                 NextTry::Exhausted => {
-                    warn!(error = %e, "transient failure on the last receive the redrive policy allows");
+                    warn!(error = %e, "transient failure on the last receive planned");
                     let exhausted = Error::new(
                         ErrorKind::TransientExhausted,
                         format!(
-                            "failed on all {} receives the redrive policy allows; last error: {}",
+                            "failed on all {} receives planned within the redrive policy; last \
+                             error: {}",
                             message.receive_count,
                             e.message()
                         ),
@@ -456,6 +463,9 @@ async fn release<Q: Queue, S: Store>(ctx: &Arc<WorkerContext<Q, S>>, message: &M
     Outcome::Released
 }
 
+/// Sends to the DLQ tried in a row (1 s, then 2 s apart) before the message goes back.
+const DEAD_LETTER_ATTEMPTS: u32 = 3;
+
 async fn dead_letter<Q: Queue, S: Store>(
     ctx: &Arc<WorkerContext<Q, S>>,
     message: &Message,
@@ -476,20 +486,30 @@ async fn dead_letter<Q: Queue, S: Store>(
         first_failed_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
             .to_string(),
     };
-    match ctx.queue.dead_letter(message, &reason).await {
-        Ok(()) => {
-            warn!(error_kind = %reason.error_kind, error = %e, "dead-lettered");
-            Outcome::DeadLettered
-        }
-        Err(send) => {
-            warn!(error = %send, original = %e, "dead-lettering failed; retrying the message later");
-            let _ = ctx
-                .queue
-                .retry_after(message, retry_delay(plan, message.receive_count))
-                .await;
-            Outcome::Retried
+    // A failed send is tried again here, within the lease, before the message goes back: each
+    // trip back costs a receive, and the redrive policy's copy would carry no reason.
+    let mut pause = Duration::from_secs(1);
+    for attempt in 1..=DEAD_LETTER_ATTEMPTS {
+        match ctx.queue.dead_letter(message, &reason).await {
+            Ok(()) => {
+                warn!(error_kind = %reason.error_kind, error = %e, "dead-lettered");
+                return Outcome::DeadLettered;
+            }
+            Err(send) if attempt < DEAD_LETTER_ATTEMPTS => {
+                warn!(error = %send, attempt, "dead-lettering failed; trying again");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            Err(send) => {
+                warn!(error = %send, original = %e, "dead-lettering failed; retrying the message later");
+            }
         }
     }
+    let _ = ctx
+        .queue
+        .retry_after(message, retry_delay(plan, message.receive_count))
+        .await;
+    Outcome::Retried
 }
 
 struct AbortOnDrop(tokio::task::AbortHandle);

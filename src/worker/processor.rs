@@ -90,8 +90,8 @@ pub struct Processor<S> {
     destination: DestinationConfig,
     filters: Filters,
     delete_variants: bool,
-    cpu: Semaphore,
-    memory_budget: Semaphore,
+    cpu: Arc<Semaphore>,
+    memory_budget: Arc<Semaphore>,
     memory_budget_mib: u32,
     /// Where the events for the application go; `None`: nobody is told.
     events: Option<Arc<dyn Publish>>,
@@ -111,8 +111,8 @@ impl<S: Store> Processor<S> {
             destination: config.destination.clone(),
             filters: config.filters.clone(),
             delete_variants: config.lifecycle.delete_variants,
-            cpu: Semaphore::new(cpus),
-            memory_budget: Semaphore::new(memory_budget_mib as usize),
+            cpu: Arc::new(Semaphore::new(cpus)),
+            memory_budget: Arc::new(Semaphore::new(memory_budget_mib as usize)),
             memory_budget_mib,
             events: None,
         })
@@ -382,20 +382,24 @@ impl<S: Store> Processor<S> {
             self.memory_budget_mib,
             probe.as_ref().map_or(0, |p| p.decode_bytes()),
         );
-        let _memory = self
+        // Owned permits, moved into the blocking task below: a job stopped at its deadline
+        // drops this future, but the decode goes on until it ends, and must go on counting
+        // against the CPU pool and the memory budget until then.
+        let memory = self
             .memory_budget
-            .acquire_many(cost)
+            .clone()
+            .acquire_many_owned(cost)
             .await
             .map_err(|_| Error::io("memory budget closed"))?;
-        let _in_use = MemoryInUse::reserve(cost);
+        let in_use = MemoryInUse::reserve(cost);
         // Waiting for the CPU is not started work: on shutdown, give the event back instead.
         // Biased: a free CPU slot wins over a drain that began meanwhile (the object is
         // fetched; finishing beats fetching it again), where a random pick would release half
         // the time.
         let waiting = GaugeWhile::increment(catalogue::JOBS_WAITING_FOR_CPU.name);
-        let _cpu = tokio::select! {
+        let cpu_permit = tokio::select! {
             biased;
-            permit = self.cpu.acquire() => permit.map_err(|_| Error::io("cpu pool closed"))?,
+            permit = self.cpu.clone().acquire_owned() => permit.map_err(|_| Error::io("cpu pool closed"))?,
             _ = draining.cancelled() => return Err(Error::new(ErrorKind::Cancelled, "shutting down")),
         };
         drop(waiting);
@@ -403,6 +407,7 @@ impl<S: Store> Processor<S> {
         // The stage spans inside the pipeline become children of this job's span.
         let span = tracing::Span::current();
         let result = tokio::task::spawn_blocking(move || {
+            let _held = (memory, in_use, cpu_permit);
             let cpu = ThreadCpuTime::start();
             let output =
                 span.in_scope(|| probe.and_then(|p| pipeline.process_probed(&bytes, p, keys)));

@@ -5,9 +5,12 @@
 //! spread over the receives the policy allows: the delays double from `queue.retry_base_secs`
 //! (each at most `queue.retry_max_secs`) and, where that would not reach
 //! `queue.retry_window_secs` in all, are stretched in proportion until it does (SQS can delay a
-//! message up to 12 h, so spacing is never the limit). On the last receive the policy allows,
-//! a message that fails again is dead-lettered by the worker itself, as `transient_exhausted`
-//! with the last error as its reason.
+//! message up to 12 h, so spacing is rarely the limit). On the last receive it plans for, a
+//! message that fails again is dead-lettered by the worker itself, as `transient_exhausted`
+//! with the last error as its reason. That is the receive before the policy's last
+//! (`maxReceiveCount` 3 or more): the last is kept in reserve, so that a crash, a release at
+//! shutdown or a failed DLQ send on the planned last receive still ends with the worker's own
+//! dead letter and its reason, not the redrive policy's, which has none.
 
 use std::time::Duration;
 
@@ -19,7 +22,7 @@ use crate::ports::MAX_VISIBILITY_SECS;
 pub enum NextTry {
     /// Make the message visible again after this delay.
     In(Duration),
-    /// That was the last receive the redrive policy allows: dead-letter it now.
+    /// That was the last receive planned (see the module docs): dead-letter it now.
     Exhausted,
 }
 
@@ -47,11 +50,21 @@ impl RetryPlan {
         self.max_receives
     }
 
+    /// The receive on which a transient failure dead-letters: one before the policy's last,
+    /// when there are at least 3 (see the module docs).
+    fn last_planned(max: u32) -> u32 {
+        if max >= 3 {
+            max - 1
+        } else {
+            max
+        }
+    }
+
     /// The delay after a failure on receive `receive_count` (1 = the first), with jitter that
     /// only lengthens it (0–20 %), so the schedule never falls short of its window.
     pub fn after_failure(&self, receive_count: u32) -> NextTry {
         let nominal = match self.max_receives {
-            Some(max) if receive_count >= max => return NextTry::Exhausted,
+            Some(max) if receive_count >= Self::last_planned(max) => return NextTry::Exhausted,
             Some(_) => self.nominal(receive_count),
             None => self.doubling(receive_count),
         };
@@ -64,7 +77,9 @@ impl RetryPlan {
     /// Delays after receives 1, 2, … before the last allowed one, without jitter (for the
     /// README and `resizeq config show`); the first eight when retries never end.
     pub fn schedule(&self) -> Vec<Duration> {
-        let retries = self.max_receives.map_or(8, |max| max.saturating_sub(1));
+        let retries = self
+            .max_receives
+            .map_or(8, |max| Self::last_planned(max).saturating_sub(1));
         (1..=retries)
             .map(|receive| Duration::from_secs_f64(self.nominal(receive).max(1.0)))
             .collect()
@@ -78,10 +93,16 @@ impl RetryPlan {
         let total: Duration = delays.iter().sum();
         match self.max_receives {
             Some(max) => format!(
-                "maxReceiveCount {max}: retries after {}{more} ({} in all); receive {max} \
-                 dead-letters as transient_exhausted",
+                "maxReceiveCount {max}: retries after {}{more} ({} in all); receive {} \
+                 dead-letters as transient_exhausted{}",
                 shown.join(", "),
-                short(total)
+                short(total),
+                Self::last_planned(max),
+                if Self::last_planned(max) < max {
+                    format!(" (receive {max} kept in reserve)")
+                } else {
+                    String::new()
+                }
             ),
             None => format!(
                 "no redrive policy: retries after {}{more}, then every {} without end",
@@ -103,7 +124,7 @@ impl RetryPlan {
         let Some(max) = self.max_receives else {
             return self.doubling(receive);
         };
-        let sum: f64 = (1..max).map(|r| self.doubling(r)).sum();
+        let sum: f64 = (1..Self::last_planned(max)).map(|r| self.doubling(r)).sum();
         let stretch = if sum > 0.0 && sum < self.window_secs as f64 {
             self.window_secs as f64 / sum
         } else {
@@ -163,8 +184,8 @@ mod tests {
         let delays = p.schedule();
         assert_eq!(
             delays.len(),
-            4,
-            "receives 1 to 4 are retried, 5 is the last"
+            3,
+            "receives 1 to 3 are retried, 4 is the last planned, 5 the reserve"
         );
         let total: Duration = delays.iter().sum();
         assert!(
@@ -172,7 +193,7 @@ mod tests {
             "{total:?}"
         );
         assert!(delays.windows(2).all(|w| w[1] > w[0]), "{delays:?}");
-        for receive in 1..5 {
+        for receive in 1..4 {
             let NextTry::In(d) = p.after_failure(receive) else {
                 panic!("receive {receive} is not the last");
             };
@@ -180,9 +201,13 @@ mod tests {
             assert!(d.as_secs_f64() >= nominal - 1.0, "{d:?} < {nominal}");
             assert!(d.as_secs_f64() <= nominal * 1.2 + 1.0, "{d:?} > {nominal}");
         }
+        assert_eq!(p.after_failure(4), NextTry::Exhausted);
         assert_eq!(p.after_failure(5), NextTry::Exhausted);
         assert_eq!(p.after_failure(9), NextTry::Exhausted);
         assert_eq!(plan(Some(1)).after_failure(1), NextTry::Exhausted);
+        // Too few receives to keep one in reserve: the last is the last.
+        assert!(matches!(plan(Some(2)).after_failure(1), NextTry::In(_)));
+        assert_eq!(plan(Some(2)).after_failure(2), NextTry::Exhausted);
     }
 
     #[test]
@@ -190,8 +215,9 @@ mod tests {
         let p = plan(Some(20));
         let delays = p.schedule();
         assert_eq!(delays[0], Duration::from_secs(5));
+        assert_eq!(delays.len(), 18, "receives 1 to 18; 19 the last planned");
         assert_eq!(
-            delays[18],
+            delays[17],
             Duration::from_secs(900),
             "capped at retry_max_secs"
         );
@@ -203,7 +229,7 @@ mod tests {
             retry_window_secs: 10 * 24 * 3600,
             ..QueueConfig::default()
         };
-        let p = RetryPlan::new(&config, Some(3));
+        let p = RetryPlan::new(&config, Some(4));
         for receive in 1..3 {
             let NextTry::In(d) = p.after_failure(receive) else {
                 panic!()
@@ -239,8 +265,8 @@ mod tests {
     fn the_schedule_reads_as_delays() {
         assert_eq!(
             plan(Some(5)).describe(),
-            "maxReceiveCount 5: retries after 2m, 4m, 8m, 16m (30m in all); receive 5 \
-             dead-letters as transient_exhausted"
+            "maxReceiveCount 5: retries after 4m17s, 8m34s, 17m8s (30m in all); receive 4 \
+             dead-letters as transient_exhausted (receive 5 kept in reserve)"
         );
     }
 }

@@ -129,8 +129,8 @@ fn config_show_says_the_retry_schedule() {
     let stdout = String::from_utf8_lossy(&result.stdout);
     assert!(
         stdout.contains(
-            "#   maxReceiveCount 5: retries after 4m, 8m, 16m, 32m (1h in all); receive 5 \
-             dead-letters as transient_exhausted\n"
+            "#   maxReceiveCount 5: retries after 8m34s, 17m8s, 34m17s (1h in all); receive 4 \
+             dead-letters as transient_exhausted (receive 5 kept in reserve)\n"
         ),
         "{stdout}"
     );

@@ -90,8 +90,9 @@ async fn an_s3_outage_under_max_receive_count_5_ends_with_every_upload_processed
     w.assert_queues_empty().await;
 }
 
-/// Past the window the worker gives up itself on the last receive the redrive policy allows:
-/// the DLQ copy says `transient_exhausted` and ends with the S3 error.
+/// Past the window the worker gives up itself on the last receive it plans (one before the
+/// redrive policy's last, which is kept in reserve): the DLQ copy says `transient_exhausted`
+/// and ends with the S3 error.
 #[tokio::test]
 async fn a_fault_outlasting_the_retry_window_is_dead_lettered_with_its_last_error() {
     let Some(ctx) = common::context("a_fault_outlasting_the_retry_window").await else {
@@ -116,10 +117,13 @@ async fn a_fault_outlasting_the_retry_window_is_dead_lettered_with_its_last_erro
     assert_eq!(dead.len(), 1, "{dead:?}");
     let attrs = &dead[0].1;
     assert_eq!(attrs["error_kind"], "transient_exhausted", "{attrs:?}");
-    assert_eq!(attrs["receive_count"], "5", "{attrs:?}");
+    // maxReceiveCount 5: receive 4 is the last planned, 5 the reserve.
+    assert_eq!(attrs["receive_count"], "4", "{attrs:?}");
     let reason = &attrs["error_reason"];
     assert!(
-        reason.starts_with("failed on all 5 receives the redrive policy allows; last error: "),
+        reason.starts_with(
+            "failed on all 4 receives planned within the redrive policy; last error: "
+        ),
         "{reason}"
     );
     // The HEAD of the variants comes first (a HEAD's 503 has no body, so no code).
@@ -372,7 +376,15 @@ async fn a_dead_letter_whose_delete_failed_is_reported_as_a_duplicate() {
     run.assert_success();
     assert_eq!(proxy.faulted(), 3);
     assert_eq!(run.stat("dead_lettered"), 1, "{}", run.stderr);
-    assert_eq!(run.stat("retried"), 1, "{}", run.stderr);
+    // Tried again at once, not after a trip back through the queue.
+    assert_eq!(run.stat("retried"), 0, "{}", run.stderr);
+    assert!(
+        run.logs
+            .iter()
+            .any(|l| log_message(l) == "dead-lettering failed; trying again"),
+        "{}",
+        run.stderr
+    );
 
     let stats = w
         .aws
@@ -424,4 +436,77 @@ async fn a_deleted_source_bucket_is_the_object_gone_not_a_transient_fault() {
     assert_eq!(run.stat("superseded"), 1, "{}", run.stderr);
     assert_eq!(run.stat("retried"), 0, "{}", run.stderr);
     w.assert_queues_empty().await;
+}
+
+/// One failed DLQ send (an SQS 500: one SDK call of 3 attempts) on the last receive planned: the
+/// worker tries again at once (and has the reserve receive besides), so the message reaches
+/// the DLQ with its reason, not by the redrive policy without one.
+#[tokio::test]
+async fn a_failed_dead_letter_send_on_the_last_receive_still_leaves_a_reason() {
+    let Some(ctx) = common::context("red_failed_dlq_send_last_receive").await else {
+        return;
+    };
+    let w = world(ctx, "redsend", true).await;
+    w.upload("redsend/a.jpg", &fixture("tiny.jpg"), "image/jpeg")
+        .await;
+    let proxy = FaultProxy::start(&w.aws.endpoint).await;
+    proxy.add(Rule::new(None, S3_PATHS, s3_slow_down()));
+    proxy.add(Rule::sqs("SendMessage", sqs_error(500, "InternalError")).times(3));
+    let run = w
+        .run_until_empty(&[
+            ("RESIZEQ_AWS__ENDPOINT_URL", proxy.endpoint.as_str()),
+            ("RESIZEQ_QUEUE__RETRY_BASE_SECS", "1"),
+            ("RESIZEQ_QUEUE__RETRY_MAX_SECS", "1"),
+            ("RESIZEQ_QUEUE__RETRY_WINDOW_SECS", "4"),
+        ])
+        .await;
+    run.assert_success();
+    let dead = dead_letters(&w, 1).await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(
+        dead[0].1.get("error_kind").map(String::as_str),
+        Some("transient_exhausted"),
+        "{dead:?}\n{}",
+        run.stderr
+    );
+}
+
+/// The DLQ send succeeds and the delete fails, on the last receive planned: two copies in the
+/// DLQ, and `dlq stats` says one is a duplicate.
+#[tokio::test]
+async fn a_failed_delete_on_the_last_receive_is_counted_as_a_duplicate() {
+    let Some(ctx) = common::context("red_failed_delete_last_receive").await else {
+        return;
+    };
+    let w = world(ctx, "reddel", true).await;
+    w.upload("reddel/a.jpg", &fixture("tiny.jpg"), "image/jpeg")
+        .await;
+    let proxy = FaultProxy::start(&w.aws.endpoint).await;
+    proxy.add(Rule::new(None, S3_PATHS, s3_slow_down()));
+    proxy.add(Rule::sqs("DeleteMessage", sqs_error(500, "InternalError")).times(3));
+    let run = w
+        .run_until_empty(&[
+            ("RESIZEQ_AWS__ENDPOINT_URL", proxy.endpoint.as_str()),
+            ("RESIZEQ_QUEUE__RETRY_BASE_SECS", "1"),
+            ("RESIZEQ_QUEUE__RETRY_MAX_SECS", "1"),
+            ("RESIZEQ_QUEUE__RETRY_WINDOW_SECS", "4"),
+        ])
+        .await;
+    run.assert_success();
+    let stats = w
+        .aws
+        .resizeq_command(
+            w.dir.path(),
+            &w.queue,
+            &w.dlq,
+            &["dlq", "stats", "--json"],
+            &[],
+        )
+        .output()
+        .await
+        .expect("resizeq dlq stats");
+    assert!(stats.status.success(), "{stats:?}");
+    let json: serde_json::Value = serde_json::from_slice(&stats.stdout).expect("JSON");
+    assert_eq!(json["visible"], 2, "{json}");
+    assert_eq!(json["duplicates"], 1, "{json}");
 }

@@ -48,11 +48,14 @@ pub async fn stats<D: DeadLetterQueue>(
     for m in &held.messages {
         *by_error_kind.entry(m.error_kind().to_string()).or_insert(0) += 1;
     }
+    // The source message of each copy: the worker's copies name it; a copy moved by the redrive
+    // policy is the source message itself (it keeps its id), so a worker copy and a redrive
+    // copy of one message count as one and a duplicate.
     let mut sources = std::collections::HashSet::new();
     let duplicates = held
         .messages
         .iter()
-        .filter_map(|m| m.attribute(SOURCE_MESSAGE_ID))
+        .map(|m| m.attribute(SOURCE_MESSAGE_ID).unwrap_or(m.id.as_str()))
         .filter(|id| !sources.insert(*id))
         .count() as u64;
     let oldest = held.messages.iter().filter_map(|m| m.sent_at).min();
@@ -122,10 +125,19 @@ mod tests {
             );
         }
         dlq.add("from a redrive policy", &[]);
+        // The redrive policy's copy of a message the worker dead-lettered too (its delete
+        // failed): the worker's copy names the id the redrive copy kept.
+        dlq.add(
+            "body",
+            &[
+                ("error_kind", "transient_exhausted"),
+                (SOURCE_MESSAGE_ID, "d5"),
+            ],
+        );
         let s = stats(&dlq, 100, lease(), &mut |_| {}).await.unwrap();
-        assert_eq!(s.duplicates, 2);
+        assert_eq!(s.duplicates, 3);
         let text = render_stats(&s);
-        assert!(text.contains("duplicates         2"), "{text}");
+        assert!(text.contains("duplicates         3"), "{text}");
     }
 
     #[tokio::test(start_paused = true)]
