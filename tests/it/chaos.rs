@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
 
 use crate::common::fault_proxy::{s3_slow_down, sqs_error, Fault, FaultProxy, Rule};
-use crate::common::{self, fixture, wait_until};
+use crate::common::{self, wait_until};
 use crate::worker_e2e::{log_message, world, Run, World, RUN_TIMEOUT};
 
 const UPLOADS_PER_ROUND: usize = 20;
@@ -127,7 +127,7 @@ async fn chaos_loses_nothing_dead_letters_nothing_transient_and_never_rewrites_a
             match upload {
                 Some(i) => {
                     let key = format!("chaos/{round}/{i}.jpg");
-                    let etag = w.upload(&key, &fixture("tiny.jpg"), "image/jpeg").await;
+                    let etag = w.upload(&key, &distinct_jpeg(round, i), "image/jpeg").await;
                     uploads.push((key, etag));
                 }
                 None => {
@@ -201,6 +201,25 @@ async fn chaos_loses_nothing_dead_letters_nothing_transient_and_never_rewrites_a
     ] {
         assert!(kinds.contains_key(kind), "{kind} never injected: {kinds:?}");
     }
+}
+
+/// A 120 × 80 JPEG whose pixels differ for every (round, upload): every source has its own
+/// ETag and its own variant bytes, so a variant made from another upload, or rewritten with
+/// other bytes, shows.
+fn distinct_jpeg(round: u32, upload: usize) -> Vec<u8> {
+    let seed = round as usize * 1000 + upload;
+    let image = image::RgbImage::from_fn(120, 80, |x, y| {
+        image::Rgb([
+            (seed * 37 % 256) as u8,
+            (x as usize * 2 + seed) as u8,
+            (y as usize * 3 + seed * 7) as u8,
+        ])
+    });
+    let mut jpeg = std::io::Cursor::new(Vec::new());
+    image
+        .write_to(&mut jpeg, image::ImageFormat::Jpeg)
+        .expect("encode a test JPEG");
+    jpeg.into_inner()
 }
 
 /// Every version's ETag of every destination key.
