@@ -168,14 +168,7 @@ async fn a_poison_upload_and_a_delete_are_announced() {
     w.run_until_empty(&target).await.assert_success();
     let ready = receive(&w.aws, &app, 1).await.remove(0);
     assert_eq!(ready["type"], "resizeq.variants.ready", "{ready}");
-    w.aws
-        .s3
-        .delete_object()
-        .bucket(&w.source)
-        .key("u/cat.jpg")
-        .send()
-        .await
-        .expect("DeleteObject");
+    w.delete_source("u/cat.jpg").await;
     w.run_until_empty(&target).await.assert_success();
     let deleted = receive(&w.aws, &app, 1).await.remove(0);
     assert_eq!(deleted["type"], "resizeq.variants.deleted", "{deleted}");

@@ -89,14 +89,7 @@ async fn deleting_an_upload_deletes_its_variants() {
     w.run_until_empty(&[]).await.assert_success();
     assert_eq!(made_from(&w, key).await, [Some(etag.clone()), Some(etag)]);
 
-    w.aws
-        .s3
-        .delete_object()
-        .bucket(&w.source)
-        .key(key)
-        .send()
-        .await
-        .expect("DeleteObject");
+    w.delete_source(key).await;
     let run = w.run_until_empty(&[]).await;
     run.assert_success();
     assert_eq!(run.stat("deleted"), 1, "{}", run.stderr);
@@ -114,14 +107,7 @@ async fn a_delete_event_delivered_after_a_re_upload_keeps_the_re_uploads_variant
     let key = "late/photo.jpg";
     w.upload(key, &fixture("tiny.jpg"), "image/jpeg").await;
     w.run_until_empty(&[]).await.assert_success();
-    w.aws
-        .s3
-        .delete_object()
-        .bucket(&w.source)
-        .key(key)
-        .send()
-        .await
-        .expect("DeleteObject");
+    w.delete_source(key).await;
     let removal = w.take_message().await;
     assert!(removal.contains("ObjectRemoved"), "{removal}");
     let again = w

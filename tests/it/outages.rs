@@ -7,13 +7,12 @@
 //! Windows are scaled down (seconds, not minutes) through the same config keys an operator
 //! sets, keeping the shape: the outage outlasts what the old schedule survived.
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::fault_proxy::{s3_slow_down, sqs_error, Fault, FaultProxy, Rule};
 use crate::common::{self, fixture, wait_until};
 use crate::worker_e2e::{
-    free_port, http_get, log_message, sample, world, World, RUN_TIMEOUT, TINY, TINY_SMALL,
+    free_port, http_get, log_message, sample, world, Run, World, RUN_TIMEOUT, TINY, TINY_SMALL,
 };
 
 /// The S3 side of moto behind the proxy: every bucket of these tests is named `rq-…`, and
@@ -23,35 +22,6 @@ const S3_PATHS: &str = "/rq-";
 /// An outage of `outage` on every S3 call, starting now.
 fn s3_outage(outage: Duration) -> Rule {
     Rule::new(None, S3_PATHS, s3_slow_down()).during(Duration::ZERO, outage)
-}
-
-/// The DLQ's messages as (body, attributes), taking them off the queue.
-async fn dead_letters(w: &World, expected: usize) -> Vec<(String, HashMap<String, String>)> {
-    let mut found = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while found.len() < expected && Instant::now() < deadline {
-        let got = w
-            .aws
-            .sqs
-            .receive_message()
-            .queue_url(&w.dlq)
-            .max_number_of_messages(10)
-            .message_attribute_names("All")
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .expect("ReceiveMessage DLQ");
-        for m in got.messages() {
-            let attrs = m
-                .message_attributes()
-                .into_iter()
-                .flatten()
-                .map(|(k, v)| (k.clone(), v.string_value().unwrap_or_default().to_string()))
-                .collect();
-            found.push((m.body().unwrap_or_default().to_string(), attrs));
-        }
-    }
-    found
 }
 
 /// A 25 s S3 outage under maxReceiveCount 5. With 1 s retries (the shape of the old 5 s
@@ -113,7 +83,7 @@ async fn a_fault_outlasting_the_retry_window_is_dead_lettered_with_its_last_erro
         .await;
     run.assert_success();
     assert_eq!(run.stat("dead_lettered"), 1, "{}", run.stderr);
-    let dead = dead_letters(&w, 1).await;
+    let dead = w.take_dead_letters(1).await;
     assert_eq!(dead.len(), 1, "{dead:?}");
     let attrs = &dead[0].1;
     assert_eq!(attrs["error_kind"], "transient_exhausted", "{attrs:?}");
@@ -334,7 +304,7 @@ async fn awkward_keys_get_variants_or_a_reason_that_ends_with_its_cause() {
         assert_eq!((image.width(), image.height()), dims);
     }
 
-    let dead = dead_letters(&w, 2).await;
+    let dead = w.take_dead_letters(2).await;
     let reason_of = |marker: &str| {
         dead.iter()
             .find(|(body, _)| body.contains(marker))
@@ -438,20 +408,13 @@ async fn a_deleted_source_bucket_is_the_object_gone_not_a_transient_fault() {
     w.assert_queues_empty().await;
 }
 
-/// One failed DLQ send (an SQS 500: one SDK call of 3 attempts) on the last receive planned: the
-/// worker tries again at once (and has the reserve receive besides), so the message reaches
-/// the DLQ with its reason, not by the redrive policy without one.
-#[tokio::test]
-async fn a_failed_dead_letter_send_on_the_last_receive_still_leaves_a_reason() {
-    let Some(ctx) = common::context("red_failed_dlq_send_last_receive").await else {
-        return;
-    };
-    let w = world(ctx, "redsend", true).await;
-    w.upload("redsend/a.jpg", &fixture("tiny.jpg"), "image/jpeg")
-        .await;
+/// An upload whose S3 calls all fail (SlowDown) until the retries planned are used up, with
+/// `sqs_fault` on top; the `run --until-empty` that ends it.
+async fn last_receive_with(w: &World, key: &str, sqs_fault: Rule) -> Run {
+    w.upload(key, &fixture("tiny.jpg"), "image/jpeg").await;
     let proxy = FaultProxy::start(&w.aws.endpoint).await;
     proxy.add(Rule::new(None, S3_PATHS, s3_slow_down()));
-    proxy.add(Rule::sqs("SendMessage", sqs_error(500, "InternalError")).times(3));
+    proxy.add(sqs_fault);
     let run = w
         .run_until_empty(&[
             ("RESIZEQ_AWS__ENDPOINT_URL", proxy.endpoint.as_str()),
@@ -461,7 +424,21 @@ async fn a_failed_dead_letter_send_on_the_last_receive_still_leaves_a_reason() {
         ])
         .await;
     run.assert_success();
-    let dead = dead_letters(&w, 1).await;
+    run
+}
+
+/// One failed DLQ send (an SQS 500: one SDK call of 3 attempts) on the last receive planned: the
+/// worker tries again at once (and has the reserve receive besides), so the message reaches
+/// the DLQ with its reason, not by the redrive policy without one.
+#[tokio::test]
+async fn a_failed_dead_letter_send_on_the_last_receive_still_leaves_a_reason() {
+    let Some(ctx) = common::context("red_failed_dlq_send_last_receive").await else {
+        return;
+    };
+    let w = world(ctx, "redsend", true).await;
+    let fault = Rule::sqs("SendMessage", sqs_error(500, "InternalError")).times(3);
+    let run = last_receive_with(&w, "redsend/a.jpg", fault).await;
+    let dead = w.take_dead_letters(1).await;
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(
         dead[0].1.get("error_kind").map(String::as_str),
@@ -479,20 +456,8 @@ async fn a_failed_delete_on_the_last_receive_is_counted_as_a_duplicate() {
         return;
     };
     let w = world(ctx, "reddel", true).await;
-    w.upload("reddel/a.jpg", &fixture("tiny.jpg"), "image/jpeg")
-        .await;
-    let proxy = FaultProxy::start(&w.aws.endpoint).await;
-    proxy.add(Rule::new(None, S3_PATHS, s3_slow_down()));
-    proxy.add(Rule::sqs("DeleteMessage", sqs_error(500, "InternalError")).times(3));
-    let run = w
-        .run_until_empty(&[
-            ("RESIZEQ_AWS__ENDPOINT_URL", proxy.endpoint.as_str()),
-            ("RESIZEQ_QUEUE__RETRY_BASE_SECS", "1"),
-            ("RESIZEQ_QUEUE__RETRY_MAX_SECS", "1"),
-            ("RESIZEQ_QUEUE__RETRY_WINDOW_SECS", "4"),
-        ])
-        .await;
-    run.assert_success();
+    let fault = Rule::sqs("DeleteMessage", sqs_error(500, "InternalError")).times(3);
+    last_receive_with(&w, "reddel/a.jpg", fault).await;
     let stats = w
         .aws
         .resizeq_command(

@@ -129,6 +129,19 @@ impl World {
         uploads
     }
 
+    /// Deletes a source object with the raw client, as a user would (its ObjectRemoved event
+    /// goes to the queue).
+    pub(crate) async fn delete_source(&self, key: &str) {
+        self.aws
+            .s3
+            .delete_object()
+            .bucket(&self.source)
+            .key(key)
+            .send()
+            .await
+            .expect("DeleteObject");
+    }
+
     /// Takes the next ObjectCreated event off the queue (deleting it) and returns its body.
     pub(crate) async fn take_event(&self) -> String {
         let body = self.take_message().await;
