@@ -356,20 +356,7 @@ async fn a_dead_letter_whose_delete_failed_is_reported_as_a_duplicate() {
         run.stderr
     );
 
-    let stats = w
-        .aws
-        .resizeq_command(
-            w.dir.path(),
-            &w.queue,
-            &w.dlq,
-            &["dlq", "stats", "--json"],
-            &[],
-        )
-        .output()
-        .await
-        .expect("resizeq dlq stats");
-    assert!(stats.status.success(), "{stats:?}");
-    let json: serde_json::Value = serde_json::from_slice(&stats.stdout).expect("JSON");
+    let json = dlq_stats(&w).await;
     assert_eq!(json["visible"], 2, "{json}");
     assert_eq!(json["by_error_kind"]["unsupported"], 2, "{json}");
     assert_eq!(json["duplicates"], 1, "{json}");
@@ -406,6 +393,24 @@ async fn a_deleted_source_bucket_is_the_object_gone_not_a_transient_fault() {
     assert_eq!(run.stat("superseded"), 1, "{}", run.stderr);
     assert_eq!(run.stat("retried"), 0, "{}", run.stderr);
     w.assert_queues_empty().await;
+}
+
+/// `resizeq dlq stats --json` of the world's DLQ.
+async fn dlq_stats(w: &World) -> serde_json::Value {
+    let stats = w
+        .aws
+        .resizeq_command(
+            w.dir.path(),
+            &w.queue,
+            &w.dlq,
+            &["dlq", "stats", "--json"],
+            &[],
+        )
+        .output()
+        .await
+        .expect("resizeq dlq stats");
+    assert!(stats.status.success(), "{stats:?}");
+    serde_json::from_slice(&stats.stdout).expect("JSON")
 }
 
 /// An upload whose S3 calls all fail (SlowDown) until the retries planned are used up, with
@@ -458,20 +463,7 @@ async fn a_failed_delete_on_the_last_receive_is_counted_as_a_duplicate() {
     let w = world(ctx, "reddel", true).await;
     let fault = Rule::sqs("DeleteMessage", sqs_error(500, "InternalError")).times(3);
     last_receive_with(&w, "reddel/a.jpg", fault).await;
-    let stats = w
-        .aws
-        .resizeq_command(
-            w.dir.path(),
-            &w.queue,
-            &w.dlq,
-            &["dlq", "stats", "--json"],
-            &[],
-        )
-        .output()
-        .await
-        .expect("resizeq dlq stats");
-    assert!(stats.status.success(), "{stats:?}");
-    let json: serde_json::Value = serde_json::from_slice(&stats.stdout).expect("JSON");
+    let json = dlq_stats(&w).await;
     assert_eq!(json["visible"], 2, "{json}");
     assert_eq!(json["duplicates"], 1, "{json}");
 }
