@@ -1,6 +1,7 @@
 //! [`Queue`] and [`Enqueue`] on Amazon SQS (standard queues).
 
 use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_sqs::operation::receive_message::builders::ReceiveMessageFluentBuilder;
@@ -11,6 +12,7 @@ use aws_sdk_sqs::types::{
 use aws_sdk_sqs::Client;
 
 use crate::adapters::aws::classify;
+use crate::adapters::sqs_dlq::redrive_dlq_url;
 use crate::error::{Error, ErrorKind, Result};
 pub use crate::ports::AWS_TRACE_HEADER;
 use crate::ports::{
@@ -30,6 +32,10 @@ pub struct SqsQueue {
     client: Client,
     url: String,
     dlq_url: Option<String>,
+    /// Without `dlq_url`: the redrive policy's dead-letter queue, learnt at start-up (with
+    /// the policy's maxReceiveCount), so that the worker's own dead letters still carry their
+    /// reason rather than being left to the redrive policy, which adds none.
+    redrive_dlq_url: Arc<OnceLock<String>>,
 }
 
 impl SqsQueue {
@@ -38,6 +44,7 @@ impl SqsQueue {
             client,
             url: url.into(),
             dlq_url,
+            redrive_dlq_url: Arc::default(),
         }
     }
 
@@ -45,8 +52,11 @@ impl SqsQueue {
         &self.url
     }
 
+    /// The dead-letter queue the worker sends to: `queue.dlq_url`, else the redrive policy's.
     pub fn dlq_url(&self) -> Option<&str> {
-        self.dlq_url.as_deref()
+        self.dlq_url
+            .as_deref()
+            .or_else(|| self.redrive_dlq_url.get().map(String::as_str))
     }
 
     async fn change_visibility(&self, op: &str, message: &Message, secs: u64) -> Result<()> {
@@ -356,11 +366,11 @@ impl Queue for SqsQueue {
     }
 
     fn has_dead_letter_queue(&self) -> bool {
-        self.dlq_url.is_some()
+        self.dlq_url().is_some()
     }
 
     async fn dead_letter(&self, message: &Message, reason: &DeadLetter) -> Result<()> {
-        let Some(dlq_url) = &self.dlq_url else {
+        let Some(dlq_url) = self.dlq_url() else {
             return Err(Error::config(format!(
                 "cannot dead-letter message {}: no dead-letter queue configured (queue.dlq_url)",
                 message.id
@@ -422,11 +432,28 @@ impl Queue for SqsQueue {
         let attrs = self
             .queue_attributes("RedrivePolicy", &[QueueAttributeName::RedrivePolicy])
             .await?;
-        match attrs.get(&QueueAttributeName::RedrivePolicy) {
-            None => Ok(None),
-            Some(policy) if policy.trim().is_empty() => Ok(None),
-            Some(policy) => redrive_max_receives(policy).map(Some),
+        let policy = match attrs.get(&QueueAttributeName::RedrivePolicy) {
+            None => return Ok(None),
+            Some(policy) if policy.trim().is_empty() => return Ok(None),
+            Some(policy) => policy,
+        };
+        let max = redrive_max_receives(policy)?;
+        if self.dlq_url.is_none() && self.redrive_dlq_url.get().is_none() {
+            match redrive_dlq_url(&self.client, &self.url, policy).await {
+                Ok(url) => {
+                    tracing::info!(dlq = %url, "no queue.dlq_url: dead-lettering to the redrive policy's queue");
+                    let _ = self.redrive_dlq_url.set(url);
+                }
+                // A fault that may pass: start-up asks again.
+                Err(e) if matches!(e.kind(), ErrorKind::Service | ErrorKind::Io) => return Err(e),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "the redrive policy's dead-letter queue cannot be used (set queue.dlq_url): \
+                     failures are left to the redrive policy, without a reason"
+                ),
+            }
         }
+        Ok(Some(max))
     }
 }
 

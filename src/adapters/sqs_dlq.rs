@@ -300,6 +300,11 @@ pub async fn resolve_dlq_url(
                  pass --dlq URL"
             ))
         })?;
+    redrive_dlq_url(client, queue, policy).await
+}
+
+/// The URL of a RedrivePolicy's `deadLetterTargetArn` (GetQueueUrl by name and account).
+pub async fn redrive_dlq_url(client: &Client, queue: &str, policy: &str) -> Result<String> {
     let arn = serde_json::from_str::<serde_json::Value>(policy)
         .ok()
         .and_then(|p| p.get("deadLetterTargetArn")?.as_str().map(String::from))

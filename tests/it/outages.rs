@@ -467,3 +467,32 @@ async fn a_failed_delete_on_the_last_receive_is_counted_as_a_duplicate() {
     assert_eq!(json["visible"], 2, "{json}");
     assert_eq!(json["duplicates"], 1, "{json}");
 }
+
+/// Without `queue.dlq_url`, the worker dead-letters to its redrive policy's queue itself, with
+/// the reason, at once (left to the redrive policy, the message would arrive there after every
+/// receive it allows, without one).
+#[tokio::test]
+async fn without_a_dlq_url_the_redrive_policys_queue_still_gets_the_reason() {
+    let Some(ctx) = common::context("without_a_dlq_url").await else {
+        return;
+    };
+    let w = world(ctx, "nodlq", true).await;
+    w.upload("nodlq/notes.jpg", b"not an image at all", "image/jpeg")
+        .await;
+    let mut command = w.command(true, &[]);
+    command.env_remove("RESIZEQ_QUEUE__DLQ_URL");
+    let out = tokio::time::timeout(RUN_TIMEOUT, command.output())
+        .await
+        .expect("resizeq run --until-empty did not finish")
+        .expect("resizeq run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let dead = w.take_dead_letters(1).await;
+    let attrs = &dead[0].1;
+    assert_eq!(
+        attrs.get("error_kind").map(String::as_str),
+        Some("unsupported"),
+        "{stderr}"
+    );
+    assert_eq!(attrs["receive_count"], "1", "dead-lettered at once");
+}
