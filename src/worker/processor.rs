@@ -269,33 +269,41 @@ impl<S: Store> Processor<S> {
     ) -> Result<Attempt> {
         let destination = self.destination.bucket_for(&event.bucket);
         let keys = self.pipeline.keys_for(&event.key);
-        // The version to render: the event's, or (hand-made events, local mode) the current one.
-        let etag = match &event.etag {
-            Some(etag) => etag.clone(),
-            None => match self.store.head(&event.bucket, &event.key).await? {
-                Some(info) => info.etag,
-                None => return Ok(Attempt::Moved),
-            },
-        };
-        // Looked at before the GET below: see `versions` for why the order matters.
+        // Looked at before the source is read: see `versions` for why the order matters.
         let seen = self.look_at_variants(&destination, &keys).await?;
-        let version = SourceVersion::of(event, &etag);
-        if seen.iter().all(|s| self.made_from(s, &version)) {
-            info!("variants already current");
-            if delivery == Delivery::Repeat {
-                self.announce_again(event, &version, &destination, &keys, &seen)
-                    .await?;
+        // The version to render: the event's, whose variants may be current already (no read
+        // at all), or, for events without an ETag (local mode, hand-made), the one the GET
+        // finds (one read: it tells the ETag and brings the bytes).
+        let (version, bytes) = match &event.etag {
+            Some(etag) => {
+                let version = SourceVersion::of(event, etag);
+                if let Some(done) = self
+                    .done_already(event, &version, &destination, &keys, &seen, delivery)
+                    .await?
+                {
+                    return Ok(Attempt::Done(done));
+                }
+                let get = self.store.get(&event.bucket, &event.key, Some(etag));
+                match telemetry::timed("get", get).await? {
+                    GetOutcome::Found { bytes, .. } => (version, bytes),
+                    GetOutcome::Changed | GetOutcome::NotFound => return Ok(Attempt::Moved),
+                }
             }
-            return Ok(Attempt::Done(RecordOutcome::Skipped));
-        }
-        if self.newer_version_seen(&event.key, &seen, &version) {
-            info!("a newer version's variants are there already");
-            return Ok(Attempt::Done(RecordOutcome::Superseded));
-        }
-        let get = self.store.get(&event.bucket, &event.key, Some(&etag));
-        let bytes = match telemetry::timed("get", get).await? {
-            GetOutcome::Found { bytes, .. } => bytes,
-            GetOutcome::Changed | GetOutcome::NotFound => return Ok(Attempt::Moved),
+            None => {
+                let get = self.store.get(&event.bucket, &event.key, None);
+                let (bytes, info) = match telemetry::timed("get", get).await? {
+                    GetOutcome::Found { bytes, info } => (bytes, info),
+                    GetOutcome::Changed | GetOutcome::NotFound => return Ok(Attempt::Moved),
+                };
+                let version = SourceVersion::of(event, &info.etag);
+                if let Some(done) = self
+                    .done_already(event, &version, &destination, &keys, &seen, delivery)
+                    .await?
+                {
+                    return Ok(Attempt::Done(done));
+                }
+                (version, bytes)
+            }
         };
 
         let source_bytes = bytes.len();
@@ -339,6 +347,32 @@ impl<S: Store> Processor<S> {
         info!(variants = keys.len(), "variants written");
         self.announce(AppEvent::Ready(ready)).await?;
         Ok(Attempt::Done(RecordOutcome::Processed))
+    }
+
+    /// The outcome without rendering, if the variants seen need no work: all made from
+    /// `version` (re-announced on a redelivery), or a newer version's already.
+    async fn done_already(
+        &self,
+        event: &ObjectCreated,
+        version: &SourceVersion,
+        destination: &str,
+        keys: &[String],
+        seen: &[Option<ObjectInfo>],
+        delivery: Delivery,
+    ) -> Result<Option<RecordOutcome>> {
+        if seen.iter().all(|s| self.made_from(s, version)) {
+            info!("variants already current");
+            if delivery == Delivery::Repeat {
+                self.announce_again(event, version, destination, keys, seen)
+                    .await?;
+            }
+            return Ok(Some(RecordOutcome::Skipped));
+        }
+        if self.newer_version_seen(&event.key, seen, version) {
+            info!("a newer version's variants are there already");
+            return Ok(Some(RecordOutcome::Superseded));
+        }
+        Ok(None)
     }
 
     /// Each variant's HEAD (`None`: not there), timed as the `head` stage.

@@ -30,6 +30,18 @@ fn created_with_sequencer(key: &str, etag: &str, sequencer: &str) -> String {
     .to_string()
 }
 
+/// What the processor makes of a created object, delivered for the first time.
+async fn created_now<S: Store>(processor: &Processor<S>, event: ObjectCreated) -> RecordOutcome {
+    processor
+        .handle(
+            &ObjectEvent::Created(event),
+            Delivery::First,
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap()
+}
+
 fn source_etag_of(store: &MemoryStore, key: &str) -> Option<String> {
     store
         .object("photos-resized", key)
@@ -92,14 +104,7 @@ async fn an_older_job_that_finishes_last_does_not_overwrite_the_newer_variants()
         let processor = Processor::new(&Config::default(), MemoryStore::new()).unwrap();
         processor.store().insert("photos", "cat.jpg", blue.clone());
         let event = ObjectCreated::new("photos", "cat.jpg", Some(blue_etag.clone()), None);
-        let outcome = processor
-            .handle(
-                &ObjectEvent::Created(event),
-                Delivery::First,
-                &CancellationToken::new(),
-            )
-            .await
-            .unwrap();
+        let outcome = created_now(&processor, event).await;
         assert_eq!(outcome, RecordOutcome::Processed);
         [SMALL, LARGE].map(|key| {
             let (bytes, info) = processor.store().object("photos-resized", key).unwrap();
@@ -121,14 +126,7 @@ async fn an_older_job_that_finishes_last_does_not_overwrite_the_newer_variants()
     let red = store.inner.insert("photos", "cat.jpg", fixture("tiny.jpg"));
     let processor = Processor::new(&Config::default(), store).unwrap();
     let event = ObjectCreated::new("photos", "cat.jpg", Some(red), None);
-    let outcome = processor
-        .handle(
-            &ObjectEvent::Created(event),
-            Delivery::First,
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap();
+    let outcome = created_now(&processor, event).await;
 
     assert_eq!(outcome, RecordOutcome::Superseded);
     let store = processor.into_store().inner;

@@ -174,6 +174,32 @@ async fn a_poison_file_is_listed_with_its_reason_and_the_run_succeeds() {
     assert_eq!(failed_lines(root, "photos").len(), 1);
 }
 
+/// `run_local` in `Mode::Forever` on `root`, until [`Forever::stop`].
+struct Forever {
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<resizeq::Result<()>>,
+}
+
+impl Forever {
+    fn start(root: &Path) -> Forever {
+        let shutdown = CancellationToken::new();
+        let config = config(root);
+        let stop = shutdown.clone();
+        let task = tokio::spawn(async move { run_local(&config, Mode::Forever, stop).await });
+        Forever { shutdown, task }
+    }
+
+    /// Shuts it down; fails the test if it does not stop within 30 s or fails.
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("run_local did not stop")
+            .unwrap()
+            .expect("run_local failed");
+    }
+}
+
 /// Waits (up to 60 s) until `path` is a file (`exists`) or is gone.
 async fn wait_for_file(path: PathBuf, exists: bool) {
     let what = if exists { "appear" } else { "go away" };
@@ -190,12 +216,7 @@ async fn deleting_a_file_removes_its_variants() {
     let root = dir.path().to_path_buf();
     put_fixture(&root, "tiny.jpg", "photos/gone.jpg");
     put_fixture(&root, "tiny.png", "photos/kept.png");
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn({
-        let config = config(&root);
-        let shutdown = shutdown.clone();
-        async move { run_local(&config, Mode::Forever, shutdown).await }
-    });
+    let worker = Forever::start(&root);
     for variant in ["80/gone.jpg.jpg", "500/gone.jpg.jpg", "500/kept.png.jpg"] {
         wait_for_file(root.join("photos-resized").join(variant), true).await;
     }
@@ -242,12 +263,7 @@ async fn deleting_a_file_removes_its_variants() {
         ]
     );
 
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(30), task)
-        .await
-        .expect("run_local did not stop")
-        .unwrap()
-        .expect("run_local failed");
+    worker.stop().await;
     assert!(failed_lines(&root, "photos").is_empty());
 }
 
@@ -267,12 +283,7 @@ async fn variants_of_a_folder_moved_away_or_of_files_deleted_while_stopped_go() 
 
     // Deleted while stopped: the next start finds the orphan.
     std::fs::remove_file(root.join("photos/c.jpg")).unwrap();
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn({
-        let config = config(&root);
-        let shutdown = shutdown.clone();
-        async move { run_local(&config, Mode::Forever, shutdown).await }
-    });
+    let worker = Forever::start(&root);
     wait_for_file(variant("c.jpg"), false).await;
 
     // The album goes to the trash (outside the root).
@@ -280,12 +291,7 @@ async fn variants_of_a_folder_moved_away_or_of_files_deleted_while_stopped_go() 
     wait_for_file(variant("album/a.jpg"), false).await;
     assert!(variant("b.png").is_file(), "only the orphans go");
 
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(30), task)
-        .await
-        .expect("run_local did not stop")
-        .unwrap()
-        .expect("run_local failed");
+    worker.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -293,12 +299,7 @@ async fn forever_mode_processes_files_as_they_arrive() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     put_fixture(&root, "tiny.jpg", "photos/first.jpg");
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn({
-        let config = config(&root);
-        let shutdown = shutdown.clone();
-        async move { run_local(&config, Mode::Forever, shutdown).await }
-    });
+    let worker = Forever::start(&root);
 
     let wait_for = |path: PathBuf| wait_for_file(path, true);
     // Present at start.
@@ -348,12 +349,7 @@ async fn forever_mode_processes_files_as_they_arrive() {
     let png_etag = ETag::of_bytes(&std::fs::read(fixture_path("tiny.png")).unwrap());
     assert_eq!(meta["metadata"]["resizeq-source-etag"], png_etag.as_str());
 
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(30), task)
-        .await
-        .expect("run_local did not stop")
-        .unwrap()
-        .expect("run_local failed");
+    worker.stop().await;
     // Our outputs never fed back in.
     assert!(!root.join("photos-resized-resized").exists());
     assert!(failed_lines(&root, "photos").is_empty());
