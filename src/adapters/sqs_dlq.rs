@@ -300,55 +300,12 @@ pub async fn resolve_dlq_url(
                  pass --dlq URL"
             ))
         })?;
-    redrive_dlq_url(client, queue, policy).await
-}
-
-/// The URL of a RedrivePolicy's `deadLetterTargetArn` (GetQueueUrl by name and account).
-pub async fn redrive_dlq_url(client: &Client, queue: &str, policy: &str) -> Result<String> {
-    let arn = serde_json::from_str::<serde_json::Value>(policy)
-        .ok()
-        .and_then(|p| p.get("deadLetterTargetArn")?.as_str().map(String::from))
-        .ok_or_else(|| {
-            Error::config(format!(
-                "{queue}: RedrivePolicy without deadLetterTargetArn"
-            ))
-        })?;
-    let (account, name) = arn_account_and_name(&arn)
-        .ok_or_else(|| Error::config(format!("{queue}: not an SQS ARN in RedrivePolicy: {arn}")))?;
-    let out = client
-        .get_queue_url()
-        .queue_name(name)
-        .queue_owner_aws_account_id(account)
-        .send()
-        .await
-        .map_err(|e| classify(&format!("sqs GetQueueUrl {name}"), e))?;
-    out.queue_url()
-        .map(String::from)
-        .ok_or_else(|| Error::new(ErrorKind::Service, "sqs GetQueueUrl: no URL"))
-}
-
-/// `arn:aws:sqs:REGION:ACCOUNT:NAME` → (ACCOUNT, NAME).
-fn arn_account_and_name(arn: &str) -> Option<(&str, &str)> {
-    let parts: Vec<&str> = arn.split(':').collect();
-    match parts.as_slice() {
-        ["arn", _, "sqs", _, account, name] if !name.is_empty() => Some((account, name)),
-        _ => None,
-    }
+    sqs::redrive_dlq_url(client, queue, policy).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dead_letter_target_arns_name_account_and_queue() {
-        assert_eq!(
-            arn_account_and_name("arn:aws:sqs:eu-west-1:123456789012:photos-dlq"),
-            Some(("123456789012", "photos-dlq"))
-        );
-        assert_eq!(arn_account_and_name("arn:aws:sns:eu-west-1:1:t"), None);
-        assert_eq!(arn_account_and_name("photos-dlq"), None);
-    }
 
     #[test]
     fn attributes_survive_the_round_trip() {

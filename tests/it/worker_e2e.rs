@@ -196,17 +196,10 @@ impl World {
                 .await
                 .expect("ReceiveMessage DLQ");
             for m in got.messages() {
-                let attrs: HashMap<String, String> = m
-                    .message_attributes()
-                    .map(|a| {
-                        a.iter()
-                            .map(|(k, v)| {
-                                (k.clone(), v.string_value().unwrap_or_default().to_string())
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                dead.push((m.body().unwrap_or_default().to_string(), attrs));
+                dead.push((
+                    m.body().unwrap_or_default().to_string(),
+                    common::string_attributes(m),
+                ));
                 delete(&self.aws, &self.dlq, m.receipt_handle().unwrap()).await;
             }
         }

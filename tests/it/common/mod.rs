@@ -304,6 +304,17 @@ impl TestAws {
     }
 }
 
+/// A received message's string attributes (dead letters carry their reason in them).
+pub fn string_attributes(m: &aws_sdk_sqs::types::Message) -> HashMap<String, String> {
+    m.message_attributes()
+        .map(|a| {
+            a.iter()
+                .map(|(k, v)| (k.clone(), v.string_value().unwrap_or_default().to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Waits until `condition` holds, looking every 20 ms, for at most 60 s; then fails naming
 /// `what`. For conditions a test cannot be told about (a process's progress, a queue's state).
 pub async fn wait_until<F, Fut>(what: &str, mut condition: F)

@@ -292,19 +292,9 @@ impl World {
                 break;
             }
             for m in got.messages() {
-                let attributes = m
-                    .message_attributes()
-                    .map(|a| {
-                        a.iter()
-                            .map(|(k, v)| {
-                                (k.clone(), v.string_value().unwrap_or_default().to_string())
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
                 all.push(Received {
                     body: m.body().unwrap_or_default().to_string(),
-                    attributes,
+                    attributes: crate::common::string_attributes(m),
                 });
                 receipts.push(m.receipt_handle().unwrap().to_string());
             }
