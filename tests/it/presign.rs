@@ -1577,17 +1577,21 @@ async fn a_slow_jwks_fetch_does_not_delay_requests_with_known_keys() {
         "still unknown after the fetch"
     );
 
-    // Unknown kids are rate limited: a burst of them fetches at most once more.
+    // Unknown kids are rate limited: a burst of them fetches at most once per 1 s interval
+    // (once, on an idle machine; a loaded one may take seconds over the 20 requests).
     let before = jwks.hits();
+    let burst = tokio::time::Instant::now();
     for i in 0..20 {
         let t = bearer(&rs256_token(&format!("garbage-{i}"), &aud_claims("dave")));
         let r = issue_from(&sidecar.http, &sidecar.base, &t, None).await;
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     }
+    let allowed = 1 + burst.elapsed().as_secs() as usize;
     assert!(
-        jwks.hits() <= before + 1,
-        "{} fetches",
-        jwks.hits() - before
+        jwks.hits() - before <= allowed,
+        "{} fetches for 20 unknown kids in {:?}",
+        jwks.hits() - before,
+        burst.elapsed()
     );
     sidecar.stop().await;
 }
