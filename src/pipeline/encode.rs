@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 /// Progressive scans do not pay at thumbnail sizes: over 8 corpus photos at 500 px, q80,
 /// 0.7 % fewer bytes (178 559 vs 179 879) for ~10 % more encode time (+1.5 ms per image).
 /// Nor does mozjpeg (`scripts/bench --jpeg-encoders`): at libjpeg-turbo q80's SSIM its trellis
-/// quantisation saves 3–5 % of the bytes for 4–6× the encode time.
+/// quantisation saves 3–6 % of the bytes for 4–7× the encode time.
 const PROGRESSIVE_JPEG: bool = false;
 
 pub fn encode(
