@@ -274,27 +274,28 @@ impl<S: Store> Processor<S> {
         // The version to render: the event's, whose variants may be current already (no read
         // at all), or, for events without an ETag (local mode, hand-made), the one the GET
         // finds (one read: it tells the ETag and brings the bytes).
-        let (version, bytes) = match &event.etag {
-            Some(etag) => {
-                let version = SourceVersion::of(event, etag);
-                if let Some(done) = self
-                    .done_already(event, &version, &destination, &keys, &seen, delivery)
-                    .await?
-                {
-                    return Ok(Attempt::Done(done));
-                }
-                let get = self.store.get(&event.bucket, &event.key, Some(etag));
-                match telemetry::timed("get", get).await? {
-                    GetOutcome::Found { bytes, .. } => (version, bytes),
-                    GetOutcome::Changed | GetOutcome::NotFound => return Ok(Attempt::Moved),
-                }
+        let known = event
+            .etag
+            .as_ref()
+            .map(|etag| SourceVersion::of(event, etag));
+        if let Some(version) = &known {
+            if let Some(done) = self
+                .done_already(event, version, &destination, &keys, &seen, delivery)
+                .await?
+            {
+                return Ok(Attempt::Done(done));
             }
+        }
+        let get = self
+            .store
+            .get(&event.bucket, &event.key, event.etag.as_ref());
+        let (bytes, info) = match telemetry::timed("get", get).await? {
+            GetOutcome::Found { bytes, info } => (bytes, info),
+            GetOutcome::Changed | GetOutcome::NotFound => return Ok(Attempt::Moved),
+        };
+        let version = match known {
+            Some(version) => version,
             None => {
-                let get = self.store.get(&event.bucket, &event.key, None);
-                let (bytes, info) = match telemetry::timed("get", get).await? {
-                    GetOutcome::Found { bytes, info } => (bytes, info),
-                    GetOutcome::Changed | GetOutcome::NotFound => return Ok(Attempt::Moved),
-                };
                 let version = SourceVersion::of(event, &info.etag);
                 if let Some(done) = self
                     .done_already(event, &version, &destination, &keys, &seen, delivery)
@@ -302,7 +303,7 @@ impl<S: Store> Processor<S> {
                 {
                     return Ok(Attempt::Done(done));
                 }
-                (version, bytes)
+                version
             }
         };
 

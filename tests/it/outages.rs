@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use crate::common::fault_proxy::{s3_slow_down, sqs_error, Fault, FaultProxy, Rule};
-use crate::common::{self, fixture, wait_until};
+use crate::common::{fixture, wait_until};
 use crate::worker_e2e::{
     free_port, http_get, log_message, sample, world, Run, World, RUN_TIMEOUT, TINY, TINY_SMALL,
 };
@@ -30,9 +30,7 @@ fn s3_outage(outage: Duration) -> Rule {
 /// span the outage, and every upload is processed with nothing in the DLQ.
 #[tokio::test]
 async fn an_s3_outage_under_max_receive_count_5_ends_with_every_upload_processed() {
-    let Some(ctx) = common::context("an_s3_outage_under_max_receive_count_5").await else {
-        return;
-    };
+    let ctx = context!("an_s3_outage_under_max_receive_count_5");
     let w = world(ctx, "outage", true).await;
     let mut uploads = Vec::new();
     for i in 0..4 {
@@ -65,9 +63,7 @@ async fn an_s3_outage_under_max_receive_count_5_ends_with_every_upload_processed
 /// and ends with the S3 error.
 #[tokio::test]
 async fn a_fault_outlasting_the_retry_window_is_dead_lettered_with_its_last_error() {
-    let Some(ctx) = common::context("a_fault_outlasting_the_retry_window").await else {
-        return;
-    };
+    let ctx = context!("a_fault_outlasting_the_retry_window");
     let w = world(ctx, "exhaust", true).await;
     w.upload("exhaust/a.jpg", &fixture("tiny.jpg"), "image/jpeg")
         .await;
@@ -120,9 +116,7 @@ async fn healthz_until(port: u16, status: u16) -> String {
 /// it lasts; the job ends with `timeout_log` (a time-out, transient) and is retried; once the
 /// GET is answered again the upload is processed and `/healthz` is healthy again.
 async fn a_stalled_get_is_retried(test: &str, env: &[(&str, &str)], timeout_log: &[&str]) {
-    let Some(ctx) = common::context(test).await else {
-        return;
-    };
+    let ctx = context!(test);
     let w = world(ctx, "stall", true).await;
     let etag = w
         .upload("stall/a.jpg", &fixture("tiny.jpg"), "image/jpeg")
@@ -204,9 +198,7 @@ async fn a_job_past_its_deadline_is_stopped_and_retried() {
 /// upload and exits 0 once the queue is really empty.
 #[tokio::test]
 async fn get_queue_attributes_faults_at_start_up_and_until_empty_are_ridden_out() {
-    let Some(ctx) = common::context("get_queue_attributes_faults").await else {
-        return;
-    };
+    let ctx = context!("get_queue_attributes_faults");
     let w = world(ctx, "gqa", true).await;
     let etag = w
         .upload("gqa/a.jpg", &fixture("tiny.jpg"), "image/jpeg")
@@ -254,9 +246,7 @@ async fn get_queue_attributes_faults_at_start_up_and_until_empty_are_ridden_out(
 /// (retrying until `queue.startup_deadline_secs` would only hide it; the run would time out).
 #[tokio::test]
 async fn a_queue_that_refuses_the_worker_ends_start_up_with_a_permission_error() {
-    let Some(ctx) = common::context("a_queue_that_refuses_the_worker").await else {
-        return;
-    };
+    let ctx = context!("a_queue_that_refuses_the_worker");
     let w = world(ctx, "deny", true).await;
     let proxy = FaultProxy::start(&w.aws.endpoint).await;
     proxy.add(Rule::sqs(
@@ -280,9 +270,7 @@ async fn a_queue_that_refuses_the_worker_ends_start_up_with_a_permission_error()
 /// a reason that fits the attribute and still ends with its cause.
 #[tokio::test]
 async fn awkward_keys_get_variants_or_a_reason_that_ends_with_its_cause() {
-    let Some(ctx) = common::context("awkward_keys_get_variants_or_a_reason").await else {
-        return;
-    };
+    let ctx = context!("awkward_keys_get_variants_or_a_reason");
     let w = world(ctx, "keys", true).await;
     let bell = "ctl/bell\u{7}tab\t.jpg";
     let etag = w.upload(bell, &fixture("tiny.jpg"), "image/jpeg").await;
@@ -331,9 +319,7 @@ async fn awkward_keys_get_variants_or_a_reason_that_ends_with_its_cause() {
 /// counts the second as a duplicate.
 #[tokio::test]
 async fn a_dead_letter_whose_delete_failed_is_reported_as_a_duplicate() {
-    let Some(ctx) = common::context("a_dead_letter_whose_delete_failed").await else {
-        return;
-    };
+    let ctx = context!("a_dead_letter_whose_delete_failed");
     let w = world(ctx, "dup", true).await;
     w.upload("dup/poison.jpg", b"not an image at all", "image/jpeg")
         .await;
@@ -367,9 +353,7 @@ async fn a_dead_letter_whose_delete_failed_is_reported_as_a_duplicate() {
 /// moves the event without a reason.
 #[tokio::test]
 async fn a_deleted_source_bucket_is_the_object_gone_not_a_transient_fault() {
-    let Some(ctx) = common::context("a_deleted_source_bucket").await else {
-        return;
-    };
+    let ctx = context!("a_deleted_source_bucket");
     let w = world(ctx, "gone", true).await;
     w.upload("gone/a.jpg", &fixture("tiny.jpg"), "image/jpeg")
         .await;
@@ -437,9 +421,7 @@ async fn last_receive_with(w: &World, key: &str, sqs_fault: Rule) -> Run {
 /// the DLQ with its reason, not by the redrive policy without one.
 #[tokio::test]
 async fn a_failed_dead_letter_send_on_the_last_receive_still_leaves_a_reason() {
-    let Some(ctx) = common::context("red_failed_dlq_send_last_receive").await else {
-        return;
-    };
+    let ctx = context!("red_failed_dlq_send_last_receive");
     let w = world(ctx, "redsend", true).await;
     let fault = Rule::sqs("SendMessage", sqs_error(500, "InternalError")).times(3);
     let run = last_receive_with(&w, "redsend/a.jpg", fault).await;
@@ -457,9 +439,7 @@ async fn a_failed_dead_letter_send_on_the_last_receive_still_leaves_a_reason() {
 /// DLQ, and `dlq stats` says one is a duplicate.
 #[tokio::test]
 async fn a_failed_delete_on_the_last_receive_is_counted_as_a_duplicate() {
-    let Some(ctx) = common::context("red_failed_delete_last_receive").await else {
-        return;
-    };
+    let ctx = context!("red_failed_delete_last_receive");
     let w = world(ctx, "reddel", true).await;
     let fault = Rule::sqs("DeleteMessage", sqs_error(500, "InternalError")).times(3);
     last_receive_with(&w, "reddel/a.jpg", fault).await;
@@ -473,9 +453,7 @@ async fn a_failed_delete_on_the_last_receive_is_counted_as_a_duplicate() {
 /// receive it allows, without one).
 #[tokio::test]
 async fn without_a_dlq_url_the_redrive_policys_queue_still_gets_the_reason() {
-    let Some(ctx) = common::context("without_a_dlq_url").await else {
-        return;
-    };
+    let ctx = context!("without_a_dlq_url");
     let w = world(ctx, "nodlq", true).await;
     w.upload("nodlq/notes.jpg", b"not an image at all", "image/jpeg")
         .await;
