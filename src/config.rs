@@ -93,7 +93,8 @@ pub struct QueueConfig {
     pub retry_max_secs: u64,
     /// The retries of a transient failure span at least this long within the queue's
     /// maxReceiveCount (delays are stretched to fit); then the worker dead-letters the message
-    /// itself as `transient_exhausted`, with the last error as the reason.
+    /// itself as `transient_exhausted`, with the last error as the reason. The queue's
+    /// MessageRetentionPeriod ends retries earlier when it is shorter.
     pub retry_window_secs: u64,
     /// How long start-up keeps retrying a queue that does not answer before giving up.
     pub startup_deadline_secs: u64,

@@ -140,6 +140,12 @@ pub trait Queue: Send + Sync + 'static {
         async { Ok(None) }
     }
 
+    /// How long the queue keeps a message before deleting it unprocessed (SQS
+    /// `MessageRetentionPeriod`); `None`: it never does.
+    fn retention(&self) -> impl Future<Output = Result<Option<Duration>>> + Send {
+        async { Ok(None) }
+    }
+
     fn depth(&self) -> impl Future<Output = Result<QueueDepth>> + Send;
 }
 

@@ -404,6 +404,19 @@ impl Queue for SqsQueue {
         Ok(())
     }
 
+    async fn retention(&self) -> Result<Option<Duration>> {
+        let attrs = self
+            .queue_attributes(
+                "MessageRetentionPeriod",
+                &[QueueAttributeName::MessageRetentionPeriod],
+            )
+            .await?;
+        Ok(attrs
+            .get(&QueueAttributeName::MessageRetentionPeriod)
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_secs))
+    }
+
     async fn visibility_timeout(&self) -> Result<Duration> {
         let attrs = self
             .queue_attributes(

@@ -374,7 +374,10 @@ async fn run_job<Q: Queue, S: Store>(
         }
         Decision::Retry(e) => {
             count_error(&e);
-            match facts.retry.after_failure(message.receive_count) {
+            match facts
+                .retry
+                .after_failure(message.receive_count, age(&message))
+            {
                 NextTry::In(delay) => {
                     warn!(error = %e, retry_in_s = delay.as_secs(), "transient failure, retrying later");
                     if let Err(e) = ctx.queue.retry_after(&message, delay).await {
@@ -395,6 +398,27 @@ async fn run_job<Q: Queue, S: Store>(
                     );
                     dead_letter(ctx, &message, exhausted, &facts.retry).await
                 }
+                NextTry::Expiring => {
+                    warn!(error = %e, "transient failure, and no time left before the queue deletes the message");
+                    let secs = |d: Option<Duration>| {
+                        humantime::format_duration(Duration::from_secs(
+                            d.unwrap_or_default().as_secs(),
+                        ))
+                    };
+                    let expiring = Error::new(
+                        ErrorKind::TransientExhausted,
+                        format!(
+                            "still failing {} after it was sent, too close to the queue's \
+                             MessageRetentionPeriod ({}) for another retry (receive {}); last \
+                             error: {}",
+                            secs(age(&message)),
+                            secs(facts.retry.retention()),
+                            message.receive_count,
+                            e.message()
+                        ),
+                    );
+                    dead_letter(ctx, &message, expiring, &facts.retry).await
+                }
             }
         }
         Decision::DeadLetter(e) => {
@@ -410,11 +434,18 @@ async fn run_job<Q: Queue, S: Store>(
 
 /// When a message that is not done comes back: its planned retry delay, or (on the last
 /// receive) soon, for the redrive policy to move it.
-fn retry_delay(plan: &RetryPlan, receive_count: u32) -> Duration {
-    match plan.after_failure(receive_count) {
+fn retry_delay(plan: &RetryPlan, message: &Message) -> Duration {
+    match plan.after_failure(message.receive_count, age(message)) {
         NextTry::In(delay) => delay,
-        NextTry::Exhausted => Duration::from_secs(1),
+        NextTry::Exhausted | NextTry::Expiring => Duration::from_secs(1),
     }
+}
+
+/// How long ago the message was first sent, when the queue says.
+fn age(message: &Message) -> Option<Duration> {
+    message
+        .sent_at
+        .and_then(|sent| std::time::SystemTime::now().duration_since(sent).ok())
 }
 
 fn count_error(e: &Error) {
@@ -475,7 +506,7 @@ async fn dead_letter<Q: Queue, S: Store>(
     if !ctx.queue.has_dead_letter_queue() {
         // Never delete what we could not process: the redrive policy moves it once its
         // receive count runs out.
-        let delay = retry_delay(plan, message.receive_count);
+        let delay = retry_delay(plan, message);
         warn!(error = %e, "permanent failure and no queue.dlq_url: leaving it to the redrive policy");
         let _ = ctx.queue.retry_after(message, delay).await;
         return Outcome::Retried;
@@ -507,7 +538,7 @@ async fn dead_letter<Q: Queue, S: Store>(
     }
     let _ = ctx
         .queue
-        .retry_after(message, retry_delay(plan, message.receive_count))
+        .retry_after(message, retry_delay(plan, message))
         .await;
     Outcome::Retried
 }

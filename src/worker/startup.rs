@@ -44,6 +44,13 @@ pub async fn learn_queue<Q: Queue>(
                     retry_schedule = facts.retry.describe(),
                     "queue settings read"
                 );
+                if facts.retry.retention_binds() && facts.retry.max_receives().is_some() {
+                    warn!(
+                        retry_window_secs = config.retry_window_secs,
+                        "queue.retry_window_secs outlasts the queue's MessageRetentionPeriod: \
+                         retries end earlier, when the queue would delete the message"
+                    );
+                }
                 return Ok(Some(facts));
             }
             Err(e) => e,
@@ -100,8 +107,9 @@ async fn ask<Q: Queue>(queue: &Q, config: &QueueConfig) -> Result<QueueFacts> {
         None => queue.visibility_timeout().await?,
     };
     let max_receives = queue.max_receive_count().await?;
+    let retention = queue.retention().await?;
     Ok(QueueFacts {
         visibility,
-        retry: RetryPlan::new(config, max_receives),
+        retry: RetryPlan::new(config, max_receives).with_retention(retention),
     })
 }

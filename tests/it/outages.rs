@@ -474,3 +474,56 @@ async fn without_a_dlq_url_the_redrive_policys_queue_still_gets_the_reason() {
     );
     assert_eq!(attrs["receive_count"], "1", "dead-lettered at once");
 }
+
+/// A queue keeps a message only `MessageRetentionPeriod`, reason or not: a retry planned past
+/// it would let SQS delete the upload with nothing in the DLQ. Here the retention is 1 min (the
+/// least SQS allows) and the next retry 200 s away: the worker dead-letters at once, saying
+/// why. Without the retention read at start-up the message was hidden for 200 s and the run
+/// never emptied its queue.
+#[tokio::test]
+async fn a_retry_that_would_outlive_the_queues_retention_is_dead_lettered_now() {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let ctx = context!("a_retry_that_would_outlive_the_queues_retention");
+    let w = world(ctx, "retention", true).await;
+    w.aws
+        .sqs
+        .set_queue_attributes()
+        .queue_url(&w.queue)
+        .attributes(QueueAttributeName::MessageRetentionPeriod, "60")
+        .send()
+        .await
+        .expect("SetQueueAttributes");
+    w.upload("retention/a.jpg", &fixture("tiny.jpg"), "image/jpeg")
+        .await;
+    let proxy = FaultProxy::start(&w.aws.endpoint).await;
+    proxy.add(Rule::new(None, S3_PATHS, s3_slow_down()));
+    let run = w
+        .run_until_empty(&[
+            ("RESIZEQ_AWS__ENDPOINT_URL", proxy.endpoint.as_str()),
+            ("RESIZEQ_QUEUE__RETRY_BASE_SECS", "60"),
+            ("RESIZEQ_QUEUE__RETRY_MAX_SECS", "60"),
+            ("RESIZEQ_QUEUE__RETRY_WINDOW_SECS", "600"),
+        ])
+        .await;
+    run.assert_success();
+    assert!(
+        run.logs.iter().any(|l| log_message(l)
+            .starts_with("queue.retry_window_secs outlasts the queue's MessageRetentionPeriod")),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.stat("dead_lettered"), 1, "{}", run.stderr);
+    let dead = w.take_dead_letters(1).await;
+    let attrs = &dead[0].1;
+    assert_eq!(attrs["error_kind"], "transient_exhausted", "{attrs:?}");
+    assert_eq!(attrs["receive_count"], "1", "{attrs:?}");
+    let reason = &attrs["error_reason"];
+    assert!(reason.starts_with("still failing "), "{reason}");
+    assert!(
+        reason.contains(
+            "too close to the queue's MessageRetentionPeriod (1m) for another retry (receive 1); last error: "
+        ),
+        "{reason}"
+    );
+    assert!(reason.ends_with("(HTTP 503)"), "{reason}");
+}
