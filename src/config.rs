@@ -15,6 +15,10 @@ use crate::pipeline::settings::{
 };
 use crate::ports::{MAX_BATCH, MAX_VISIBILITY_SECS};
 
+/// The longest `queue.max_lease_secs`: half of the 12 h SQS allows from a receive, the rest
+/// left for the retry delay after it.
+pub const MAX_LEASE_SECS: u64 = MAX_VISIBILITY_SECS / 2;
+
 /// The file read when `--config` is not given, if it exists.
 pub const DEFAULT_FILE: &str = "resizeq.toml";
 pub const ENV_PREFIX: &str = "RESIZEQ_";
@@ -85,7 +89,7 @@ pub struct QueueConfig {
     pub max_messages: u32,
     /// Overrides the queue's visibility timeout on receive. Unset: the queue's own.
     pub visibility_timeout_secs: Option<u64>,
-    /// A job's lease is extended up to this long in all.
+    /// A job's lease is extended up to this long in all (at most 6 h).
     pub max_lease_secs: u64,
     /// First retry delay of a transient failure; doubles per receive, with jitter.
     pub retry_base_secs: u64,
@@ -362,13 +366,23 @@ impl Config {
                 "queue.visibility_timeout_secs: SQS allows 1 to 43200",
             ));
         }
+        // SQS keeps a message hidden at most 12 h from its receive: what the lease used of them
+        // is not left for the retry delay that follows.
+        if q.max_lease_secs == 0 || q.max_lease_secs > MAX_LEASE_SECS {
+            return Err(Error::config(format!(
+                "queue.max_lease_secs: need 1 to {MAX_LEASE_SECS} (6 h), so that a retry delay \
+                 of up to the rest of SQS's 12 h from the receive follows it"
+            )));
+        }
+        let max_delay = MAX_VISIBILITY_SECS - q.max_lease_secs;
         if q.retry_base_secs == 0
             || q.retry_max_secs < q.retry_base_secs
-            || q.retry_max_secs > MAX_VISIBILITY_SECS
+            || q.retry_max_secs > max_delay
         {
-            return Err(Error::config(
-                "queue.retry_base_secs / retry_max_secs: need 1 <= base <= max <= 43200",
-            ));
+            return Err(Error::config(format!(
+                "queue.retry_base_secs / retry_max_secs: need 1 <= base <= max <= {max_delay} \
+                 (SQS's 12 h from the receive, less queue.max_lease_secs)"
+            )));
         }
         if q.retry_window_secs == 0 || q.startup_deadline_secs == 0 {
             return Err(Error::config(
@@ -609,6 +623,25 @@ mod tests {
         let shown = c.to_toml();
         assert!(shown.contains("bucket = \"b\""), "{shown}");
         assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn a_lease_and_retry_delay_must_fit_sqs_12_hours_from_the_receive() {
+        let load = |vars: &[(&str, &str)]| Config::load_from(None, env(vars));
+        let err = load(&[("RESIZEQ_QUEUE__MAX_LEASE_SECS", "43200")]).unwrap_err();
+        assert!(
+            err.message()
+                .contains("queue.max_lease_secs: need 1 to 21600"),
+            "{err}"
+        );
+        let err = load(&[("RESIZEQ_QUEUE__RETRY_MAX_SECS", "43000")]).unwrap_err();
+        assert!(err.message().contains("max <= 42300"), "{err}");
+        let c = load(&[
+            ("RESIZEQ_QUEUE__MAX_LEASE_SECS", "21600"),
+            ("RESIZEQ_QUEUE__RETRY_MAX_SECS", "21600"),
+        ])
+        .unwrap();
+        assert_eq!(c.queue.max_lease_secs, 21600);
     }
 
     #[test]

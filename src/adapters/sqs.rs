@@ -411,10 +411,17 @@ impl Queue for SqsQueue {
                 &[QueueAttributeName::MessageRetentionPeriod],
             )
             .await?;
-        Ok(attrs
+        let retention = attrs
             .get(&QueueAttributeName::MessageRetentionPeriod)
             .and_then(|v| v.parse::<u64>().ok())
-            .map(Duration::from_secs))
+            .map(Duration::from_secs);
+        if retention.is_none() {
+            tracing::warn!(
+                "sqs GetQueueAttributes: no MessageRetentionPeriod in the answer; retries are \
+                 planned as if messages never expired"
+            );
+        }
+        Ok(retention)
     }
 
     async fn visibility_timeout(&self) -> Result<Duration> {

@@ -119,10 +119,12 @@ fn webp(px: &Pixels, quality: u8, meta: &OutputMetadata) -> Result<Vec<u8>> {
         let ok = imported != 0 && sys::WebPEncode(&config, &mut picture) != 0;
         let error = picture.error_code;
         sys::WebPPictureFree(&mut picture);
-        let result = if ok && !writer.mem.is_null() {
-            Ok(std::slice::from_raw_parts(writer.mem, writer.size).to_vec())
-        } else {
+        let result = if !ok {
             Err(failed(&format!("encoder failed ({error:?})")))
+        } else if writer.mem.is_null() || writer.size == 0 {
+            Err(failed("the encoder wrote nothing"))
+        } else {
+            Ok(std::slice::from_raw_parts(writer.mem, writer.size).to_vec())
         };
         sys::WebPMemoryWriterClear(&mut writer);
         result?
@@ -395,6 +397,10 @@ mod tests {
         let defaults = unsafe {
             let len =
                 libwebp_sys::WebPEncodeRGB(px.data.as_ptr(), 256, 192, 256 * 3, 83.0, &mut out);
+            assert!(
+                len > 0 && !out.is_null(),
+                "libwebp's one-call encoder failed"
+            );
             let v = std::slice::from_raw_parts(out, len).to_vec();
             libwebp_sys::WebPFree(out.cast());
             v

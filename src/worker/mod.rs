@@ -374,10 +374,8 @@ async fn run_job<Q: Queue, S: Store>(
         }
         Decision::Retry(e) => {
             count_error(&e);
-            match facts
-                .retry
-                .after_failure(message.receive_count, age(&message))
-            {
+            let age = age(&message);
+            match facts.retry.after_failure(message.receive_count, age) {
                 NextTry::In(delay) => {
                     warn!(error = %e, retry_in_s = delay.as_secs(), "transient failure, retrying later");
                     if let Err(e) = ctx.queue.retry_after(&message, delay).await {
@@ -411,7 +409,7 @@ async fn run_job<Q: Queue, S: Store>(
                             "still failing {} after it was sent, too close to the queue's \
                              MessageRetentionPeriod ({}) for another retry (receive {}); last \
                              error: {}",
-                            secs(age(&message)),
+                            secs(age),
                             secs(facts.retry.retention()),
                             message.receive_count,
                             e.message()
@@ -437,15 +435,22 @@ async fn run_job<Q: Queue, S: Store>(
 fn retry_delay(plan: &RetryPlan, message: &Message) -> Duration {
     match plan.after_failure(message.receive_count, age(message)) {
         NextTry::In(delay) => delay,
-        NextTry::Exhausted | NextTry::Expiring => Duration::from_secs(1),
+        // The redrive policy takes it from here.
+        NextTry::Exhausted | NextTry::Expiring if plan.max_receives().is_some() => {
+            Duration::from_secs(1)
+        }
+        // No policy to take it, nor a DLQ: running it every second until the queue deletes it
+        // would only burn CPU; the longest regular delay instead.
+        NextTry::Exhausted | NextTry::Expiring => plan.longest_delay(),
     }
 }
 
-/// How long ago the message was first sent, when the queue says.
+/// How long ago the message was first sent, when the queue says (zero if it says a time ahead
+/// of this machine's clock, so that the retention still bounds the retries).
 fn age(message: &Message) -> Option<Duration> {
     message
         .sent_at
-        .and_then(|sent| std::time::SystemTime::now().duration_since(sent).ok())
+        .map(|sent| SystemTime::now().duration_since(sent).unwrap_or_default())
 }
 
 fn count_error(e: &Error) {
@@ -602,5 +607,53 @@ async fn ack_batcher<Q: Queue, S: Store>(
             warn!(error = %e, count = batch.len(), "acknowledging failed");
         }
         batch.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sent(ago: Duration) -> Message {
+        Message {
+            id: "m".into(),
+            receipt: "r".into(),
+            body: String::new(),
+            receive_count: 50,
+            sent_at: Some(SystemTime::now() - ago),
+            attributes: Default::default(),
+        }
+    }
+
+    fn plan(max_receives: Option<u32>) -> RetryPlan {
+        RetryPlan::new(&QueueConfig::default(), max_receives)
+            .with_retention(Some(Duration::from_secs(4 * 86400)))
+    }
+
+    #[test]
+    fn a_message_about_to_expire_is_not_run_every_second_without_a_dlq() {
+        // 4 days' retention: retries end at 4 days less an hour.
+        let near_the_end = sent(Duration::from_secs(4 * 86400 - 3600 - 2));
+        // With no redrive policy (and, here, no DLQ) nothing would ever take it.
+        assert_eq!(
+            retry_delay(&plan(None), &near_the_end),
+            Duration::from_secs(900)
+        );
+        // With one, the policy moves it on its next receive.
+        let mut last = near_the_end.clone();
+        last.receive_count = 2;
+        assert_eq!(retry_delay(&plan(Some(2)), &last), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_sent_time_ahead_of_this_clock_counts_as_just_sent() {
+        let mut ahead = sent(Duration::ZERO);
+        ahead.sent_at = Some(SystemTime::now() + Duration::from_secs(60));
+        assert_eq!(age(&ahead), Some(Duration::ZERO));
+        let unknown = Message {
+            sent_at: None,
+            ..ahead
+        };
+        assert_eq!(age(&unknown), None);
     }
 }

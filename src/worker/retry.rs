@@ -69,6 +69,11 @@ impl RetryPlan {
         self
     }
 
+    /// `queue.retry_max_secs`, within what SQS allows.
+    pub fn longest_delay(&self) -> Duration {
+        Duration::from_secs_f64((self.max_secs as f64).min(self.max_delay_secs))
+    }
+
     pub fn retention(&self) -> Option<Duration> {
         self.retention
     }
@@ -86,7 +91,8 @@ impl RetryPlan {
         match (self.give_up_age(), self.max_receives) {
             (None, _) => false,
             (Some(_), None) => true,
-            (Some(age), Some(_)) => self.schedule().iter().sum::<Duration>() > age,
+            // With the jitter's 20 % (the jobs' own time comes on top).
+            (Some(age), Some(_)) => self.schedule().iter().sum::<Duration>().mul_f64(1.2) > age,
         }
     }
 
@@ -175,7 +181,8 @@ impl RetryPlan {
                 }
             ),
             None => format!(
-                "no redrive policy: retries after {}{more}, then every {} without end",
+                "no redrive policy: retries after {}{more}, then every {} until the queue's \
+                 MessageRetentionPeriod",
                 shown.join(", "),
                 short(Duration::from_secs(self.max_secs))
             ),
@@ -315,7 +322,7 @@ mod tests {
     }
 
     #[test]
-    fn without_a_redrive_policy_retries_double_up_to_the_cap_forever() {
+    fn without_a_redrive_policy_retries_double_up_to_the_cap() {
         let p = plan(None);
         assert_eq!(p.schedule()[0], Duration::from_secs(5));
         assert!(

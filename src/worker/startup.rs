@@ -44,6 +44,13 @@ pub async fn learn_queue<Q: Queue>(
                     retry_schedule = facts.retry.describe(),
                     "queue settings read"
                 );
+                if !queue.has_dead_letter_queue() && facts.retry.max_receives().is_none() {
+                    warn!(
+                        "no queue.dlq_url and no redrive policy: a message that keeps failing is \
+                         retried until the queue's MessageRetentionPeriod deletes it, with its \
+                         reason only in these logs"
+                    );
+                }
                 if facts.retry.retention_binds() && facts.retry.max_receives().is_some() {
                     warn!(
                         retry_window_secs = config.retry_window_secs,

@@ -476,10 +476,10 @@ async fn without_a_dlq_url_the_redrive_policys_queue_still_gets_the_reason() {
 }
 
 /// A queue keeps a message only `MessageRetentionPeriod`, reason or not: a retry planned past
-/// it would let SQS delete the upload with nothing in the DLQ. Here the retention is 1 min (the
-/// least SQS allows) and the next retry 200 s away: the worker dead-letters at once, saying
-/// why. Without the retention read at start-up the message was hidden for 200 s and the run
-/// never emptied its queue.
+/// it would let SQS delete the upload with nothing in the DLQ. Here the retention is 10 min and
+/// the next retry 10 min away: the worker gives up at 9 min (a tenth kept for the receive), so it
+/// dead-letters at once, saying why. Without the retention read at start-up the message was
+/// hidden for 10 min and the run never emptied its queue.
 #[tokio::test]
 async fn a_retry_that_would_outlive_the_queues_retention_is_dead_lettered_now() {
     use aws_sdk_sqs::types::QueueAttributeName;
@@ -489,7 +489,7 @@ async fn a_retry_that_would_outlive_the_queues_retention_is_dead_lettered_now() 
         .sqs
         .set_queue_attributes()
         .queue_url(&w.queue)
-        .attributes(QueueAttributeName::MessageRetentionPeriod, "60")
+        .attributes(QueueAttributeName::MessageRetentionPeriod, "600")
         .send()
         .await
         .expect("SetQueueAttributes");
@@ -500,9 +500,9 @@ async fn a_retry_that_would_outlive_the_queues_retention_is_dead_lettered_now() 
     let run = w
         .run_until_empty(&[
             ("RESIZEQ_AWS__ENDPOINT_URL", proxy.endpoint.as_str()),
-            ("RESIZEQ_QUEUE__RETRY_BASE_SECS", "60"),
-            ("RESIZEQ_QUEUE__RETRY_MAX_SECS", "60"),
-            ("RESIZEQ_QUEUE__RETRY_WINDOW_SECS", "600"),
+            ("RESIZEQ_QUEUE__RETRY_BASE_SECS", "600"),
+            ("RESIZEQ_QUEUE__RETRY_MAX_SECS", "600"),
+            ("RESIZEQ_QUEUE__RETRY_WINDOW_SECS", "1800"),
         ])
         .await;
     run.assert_success();
@@ -521,7 +521,7 @@ async fn a_retry_that_would_outlive_the_queues_retention_is_dead_lettered_now() 
     assert!(reason.starts_with("still failing "), "{reason}");
     assert!(
         reason.contains(
-            "too close to the queue's MessageRetentionPeriod (1m) for another retry (receive 1); last error: "
+            "too close to the queue's MessageRetentionPeriod (10m) for another retry (receive 1); last error: "
         ),
         "{reason}"
     );
