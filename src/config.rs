@@ -568,8 +568,7 @@ mod tests {
         let c = Config::load_from(None, env(&[])).unwrap();
         let widths: Vec<_> = c.variants.iter().map(|v| v.width).collect();
         assert_eq!(widths, [Some(80), Some(500)]);
-        // jpegli's q82: the SSIM of the Lambda's libjpeg-turbo q80 (README: output formats).
-        assert_eq!(c.variants[0].quality, 82);
+        assert_eq!(c.variants[0].quality, 80);
         assert_eq!(c.limits.max_pixels, 100_000_000);
     }
 

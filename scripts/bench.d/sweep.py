@@ -2,14 +2,12 @@
 """`scripts/bench --encoder-sweep`: encoder settings on resizeq's own 500 px pixels.
 
 Input: a directory of resizeq's lossless 500 px outputs (`<file name>.500.png.png`, from the
-pipeline bench with `--formats png,...`), i.e. exactly the pixels its encoders receive, and
-resizeq's own encodes of them named with `--resizeq` (its JPEG encoder, jpegli, has no
-command-line tool on Debian). Each other setting is run with a command-line encoder (cjpeg:
-libjpeg-turbo, sharp's JPEG encoder; cwebp: libwebp; avifenc: libaom, the libraries resizeq
-links for WebP and AVIF), one process per file, and scored:
+pipeline bench with `--formats png`), i.e. exactly the pixels its encoders receive. Each
+setting is run with the command-line encoder of the same library resizeq links (cjpeg:
+libjpeg-turbo, cwebp: libwebp, avifenc: libaom), one process per file, and scored:
 
 - bytes, summed over the corpus, against libjpeg-turbo q80 4:2:0 with optimised Huffman tables
-  (sharp's settings, without the metadata sharp copies), on the same pixels;
+  (resizeq's JPEG and sharp's), on the same pixels;
 - SSIM of the luma against the Pillow Lanczos reference of ssim.py (median and worst file), the
   figure the output-table targets use;
 - colour loss: mean CIEDE2000 of the decoded output against the lossless pixels (median over
@@ -62,7 +60,7 @@ JPEG = "-optimize -sample 2x2"
 AVIF = "-j 1 -y 420 --min 0 --max 63 -a end-usage=q -a tune=ssim"
 # (label, encoder, arguments). libheif maps AVIF quality q to cq-level ((100 - q) * 63 + 50) / 100.
 SETTINGS = [
-    ("libjpeg-turbo q80 (sharp)", "cjpeg", f"-quality 80 {JPEG}"),
+    ("jpeg q80 (resizeq, sharp)", "cjpeg", f"-quality 80 {JPEG}"),
     ("jpeg q80, luma only (chroma's share)", "cjpeg", "-quality 80 -optimize -grayscale"),
     ("jpeg q75", "cjpeg", f"-quality 75 {JPEG}"),
     ("jpeg q80, chroma q70", "cjpeg", f"-quality 80,70 -qslots 0,1,1 {JPEG}"),
@@ -90,7 +88,6 @@ SETTINGS = [
 ]
 BASELINE = SETTINGS[0][0]
 EXT = {"cjpeg": "jpg", "cwebp": "webp", "avifenc": "avif"}
-EXT_OF_FORMAT = {"jpeg": "jpg", "webp": "webp", "avif": "avif"}
 
 
 def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
@@ -170,8 +167,6 @@ def main() -> int:
                     help="resizeq's <file name>.500.png.png outputs")
     ap.add_argument("--out", type=Path, required=True, help="work directory")
     ap.add_argument("--ref-cache", type=Path, help="ssim.py's reference cache")
-    ap.add_argument("--resizeq", nargs="*", default=[], metavar="LABEL",
-                    help="resizeq's own outputs in --lossless to score too, e.g. jpeg_82")
     args = ap.parse_args()
     ref_cache = args.ref_cache
     args.out.mkdir(parents=True, exist_ok=True)
@@ -190,16 +185,6 @@ def main() -> int:
         return 1
     refs = {n: ssim.reference(args.corpus / n, ref_cache) for n in sources}
     rows = []
-    for label in args.resizeq:
-        # resizeq's own encodes of the same pixels (the pipeline bench's --formats outputs).
-        total, scores, colour = 0, [], []
-        for name, rgb in sources.items():
-            fmt = label.split("_")[0]
-            out = args.lossless / f"{name}.500.{label}.{EXT_OF_FORMAT[fmt]}"
-            total += out.stat().st_size
-            scores.append(ssim.compare(refs[name], out)["ssim"])
-            colour.append(mean_delta_e(rgb, out))
-        rows.append((f"resizeq {label.replace('_', ' q')} (jpegli)", total, scores, colour, None))
     for label, tool, targs in SETTINGS:
         slug = "".join(ch if ch.isalnum() else "-" for ch in label)
         directory = args.out / slug
@@ -219,10 +204,9 @@ def main() -> int:
           "| ms (CLI) |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for label, total, scores, colour, ms in rows:
-        shown_ms = "—" if ms is None else f"{ms:.0f}"
         print(f"| {label} | {total} | {total / base:.3f}× | {statistics.median(scores):.4f} | "
               f"{min(scores):.4f} | {statistics.median(colour):.3f} | {max(colour):.3f} | "
-              f"{shown_ms} |")
+              f"{ms:.0f} |")
     return 0
 
 

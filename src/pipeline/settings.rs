@@ -50,12 +50,11 @@ impl OutputFormat {
     }
 
     /// The quality a variant gets when it names none. Each format's scale means something
-    /// else (JPEG's is jpegli's: its q82 scores libjpeg-turbo q80's SSIM); these were chosen
-    /// with `scripts/bench` (README: output formats) to keep SSIM at or above sharp's JPEG q80
-    /// on the corpus.
+    /// else; these were chosen with `scripts/bench` (README: output table) to keep SSIM at or
+    /// above sharp's JPEG q80 on the corpus.
     pub fn default_quality(self) -> u8 {
         match self {
-            OutputFormat::Jpeg => 82,
+            OutputFormat::Jpeg => 80,
             OutputFormat::Png => 80,
             OutputFormat::Webp => 83,
             OutputFormat::Avif => 68,
@@ -383,8 +382,8 @@ impl PipelineSettings {
     /// A stable digest of everything that changes output bytes. Stored on every variant, so a
     /// changed config is never mistaken for "already done".
     pub fn fingerprint(&self) -> String {
-        // v2: colour management, AVIF, the leaner JPEG/WebP encoders. v3: JPEG by jpegli, WebP
-        // with the full loop filter and SNS 25 (the same config now gives other bytes).
+        // v2: colour management, AVIF, the leaner JPEG/WebP encoders. v3: WebP with the full
+        // loop filter and SNS 25 (the same config now gives other bytes).
         let relevant = serde_json::json!({
             "v": 3,
             "variants": self.variants,
