@@ -217,18 +217,6 @@ async fn deleting_a_file_removes_its_variants() {
     put_fixture(&root, "tiny.jpg", "photos/gone.jpg");
     put_fixture(&root, "tiny.png", "photos/kept.png");
     let worker = Forever::start(&root);
-    for variant in ["80/gone.jpg.jpg", "500/gone.jpg.jpg", "500/kept.png.jpg"] {
-        wait_for_file(root.join("photos-resized").join(variant), true).await;
-    }
-
-    std::fs::remove_file(root.join("photos/gone.jpg")).unwrap();
-    for variant in ["80/gone.jpg.jpg", "500/gone.jpg.jpg"] {
-        wait_for_file(root.join("photos-resized").join(variant), false).await;
-        let sidecar = root.join(format!(".resizeq/meta/photos-resized/{variant}.json"));
-        assert!(!sidecar.exists(), "{}", sidecar.display());
-    }
-    assert!(root.join("photos-resized/80/kept.png.jpg").is_file());
-    assert!(root.join("photos-resized/500/kept.png.jpg").is_file());
     // The application is told, in `<bucket>-events.jsonl`.
     let events_file = root.join("photos-events.jsonl");
     let events_in_file = || {
@@ -243,6 +231,31 @@ async fn deleting_a_file_removes_its_variants() {
             })
             .collect::<Vec<_>>()
     };
+    // Both uploads announced before the delete: the `ready` event follows the variants, and a
+    // delete that overtook it would (rightly) leave `gone.jpg` unannounced.
+    crate::common::wait_until("both ready events are written", || async {
+        events_in_file()
+            .iter()
+            .filter(|(t, _)| t == "resizeq.variants.ready")
+            .count()
+            == 2
+    })
+    .await;
+    for variant in ["80/gone.jpg.jpg", "500/gone.jpg.jpg", "500/kept.png.jpg"] {
+        assert!(
+            root.join("photos-resized").join(variant).is_file(),
+            "{variant}"
+        );
+    }
+
+    std::fs::remove_file(root.join("photos/gone.jpg")).unwrap();
+    for variant in ["80/gone.jpg.jpg", "500/gone.jpg.jpg"] {
+        wait_for_file(root.join("photos-resized").join(variant), false).await;
+        let sidecar = root.join(format!(".resizeq/meta/photos-resized/{variant}.json"));
+        assert!(!sidecar.exists(), "{}", sidecar.display());
+    }
+    assert!(root.join("photos-resized/80/kept.png.jpg").is_file());
+    assert!(root.join("photos-resized/500/kept.png.jpg").is_file());
     crate::common::wait_until("the deleted event is written", || async {
         events_in_file()
             .iter()
