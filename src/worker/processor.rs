@@ -313,7 +313,7 @@ impl<S: Store> Processor<S> {
             Err(e) if e.is_permanent() => {
                 // This version is not an image: the variants of an older one must not go on
                 // standing for it.
-                let deleted = self
+                let mut deleted = self
                     .remove_variants_of_other_versions(
                         &destination,
                         &event.key,
@@ -322,6 +322,16 @@ impl<S: Store> Processor<S> {
                         &version,
                     )
                     .await?;
+                // A delivery before this one may have deleted them and then failed to tell the
+                // app: tell it again when none is left, as for a removed object.
+                if deleted.is_empty()
+                    && delivery == Delivery::Repeat
+                    && self.delete_variants
+                    && self.events.is_some()
+                    && seen.iter().all(Option::is_none)
+                {
+                    deleted = keys.clone();
+                }
                 if !deleted.is_empty() {
                     let source = announce::source_of(event, &version);
                     let deleted = Deleted::of_keys(source, &destination, deleted);

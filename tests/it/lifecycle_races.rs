@@ -179,6 +179,50 @@ async fn a_deleted_event_whose_publish_failed_is_published_on_the_retry() {
     );
 }
 
+/// The same for an overwrite with a non-image: its first delivery deletes the image's variants
+/// and fails to publish `deleted`; the retry finds nothing left to delete and must still say so.
+#[tokio::test]
+async fn a_non_image_overwrites_deleted_event_whose_publish_failed_is_published_on_the_retry() {
+    let store = Arc::new(MemoryStore::new());
+    let etag = store.insert("photos", "cat.jpg", fixture("tiny.jpg"));
+    let events = Arc::new(MemoryEvents::new());
+    let processor = Processor::new(&Config::default(), Shared::plain(&store))
+        .unwrap()
+        .with_events(events.clone());
+    let go = CancellationToken::new();
+    processor
+        .handle(&created("cat.jpg", &etag), Delivery::First, &go)
+        .await
+        .unwrap();
+    let text = store.insert("photos", "cat.jpg", fixture("text.txt"));
+    let overwrite = created("cat.jpg", &text);
+    *events.failure.lock().unwrap() = Some(Error::new(ErrorKind::Service, "target down"));
+    let err = processor
+        .handle(&overwrite, Delivery::First, &go)
+        .await
+        .unwrap_err();
+    assert!(!err.is_permanent(), "retried: {err}");
+    assert!(
+        store.keys("photos-resized").is_empty(),
+        "the variants went before the publish failed"
+    );
+    *events.failure.lock().unwrap() = None;
+    let again = processor
+        .handle(&overwrite, Delivery::Repeat, &go)
+        .await
+        .unwrap_err();
+    assert!(again.is_permanent(), "not an image: {again}");
+    assert_eq!(
+        events.types(),
+        [
+            "resizeq.variants.ready",
+            "resizeq.variants.deleted",
+            "resizeq.variants.failed"
+        ],
+        "the deleted event is lost"
+    );
+}
+
 #[tokio::test]
 async fn removing_the_current_version_restores_the_previous_ones_variants() {
     // Versioned bucket: DELETE ?versionId=<current> makes the previous version current again
