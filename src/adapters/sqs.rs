@@ -77,6 +77,17 @@ impl SqsQueue {
     ) -> Result<HashMap<QueueAttributeName, String>> {
         queue_attributes(&self.client, &self.url, op, names).await
     }
+
+    /// One attribute that counts seconds (`None`: absent or not a number).
+    async fn seconds_attribute(&self, name: QueueAttributeName) -> Result<Option<Duration>> {
+        let attrs = self
+            .queue_attributes(name.as_str(), std::slice::from_ref(&name))
+            .await?;
+        Ok(attrs
+            .get(&name)
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_secs))
+    }
 }
 
 /// GetQueueAttributes of any queue (`op` names the purpose in errors).
@@ -405,16 +416,9 @@ impl Queue for SqsQueue {
     }
 
     async fn retention(&self) -> Result<Option<Duration>> {
-        let attrs = self
-            .queue_attributes(
-                "MessageRetentionPeriod",
-                &[QueueAttributeName::MessageRetentionPeriod],
-            )
+        let retention = self
+            .seconds_attribute(QueueAttributeName::MessageRetentionPeriod)
             .await?;
-        let retention = attrs
-            .get(&QueueAttributeName::MessageRetentionPeriod)
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(Duration::from_secs);
         if retention.is_none() {
             tracing::warn!(
                 "sqs GetQueueAttributes: no MessageRetentionPeriod in the answer; retries are \
@@ -425,22 +429,14 @@ impl Queue for SqsQueue {
     }
 
     async fn visibility_timeout(&self) -> Result<Duration> {
-        let attrs = self
-            .queue_attributes(
-                "VisibilityTimeout",
-                &[QueueAttributeName::VisibilityTimeout],
-            )
-            .await?;
-        let secs = attrs
-            .get(&QueueAttributeName::VisibilityTimeout)
-            .and_then(|v| v.parse::<u64>().ok())
+        self.seconds_attribute(QueueAttributeName::VisibilityTimeout)
+            .await?
             .ok_or_else(|| {
                 Error::new(
                     ErrorKind::Service,
                     "sqs GetQueueAttributes: no VisibilityTimeout in the answer",
                 )
-            })?;
-        Ok(Duration::from_secs(secs))
+            })
     }
 
     async fn depth(&self) -> Result<QueueDepth> {

@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use crate::config::{Config, DestinationConfig, Filters};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{ObjectCreated, ObjectEvent, ObjectRemoved};
-use crate::events::{AppEvent, Deleted, Failed, Ready, SourceRef};
+use crate::events::{AppEvent, Failed, Ready, SourceRef};
 use crate::pipeline::{Output, Pipeline};
 use crate::ports::{GetOutcome, ObjectInfo, Publish, Store};
 use crate::telemetry::{self, catalogue};
@@ -313,30 +313,15 @@ impl<S: Store> Processor<S> {
             Err(e) if e.is_permanent() => {
                 // This version is not an image: the variants of an older one must not go on
                 // standing for it.
-                let mut deleted = self
-                    .remove_variants_of_other_versions(
-                        &destination,
-                        &event.key,
-                        &keys,
-                        &seen,
-                        &version,
-                    )
-                    .await?;
-                // A delivery before this one may have deleted them and then failed to tell the
-                // app: tell it again when none is left, as for a removed object.
-                if deleted.is_empty()
-                    && delivery == Delivery::Repeat
-                    && self.delete_variants
-                    && self.events.is_some()
-                    && seen.iter().all(Option::is_none)
-                {
-                    deleted = keys.clone();
-                }
-                if !deleted.is_empty() {
-                    let source = announce::source_of(event, &version);
-                    let deleted = Deleted::of_keys(source, &destination, deleted);
-                    self.announce(AppEvent::Deleted(deleted)).await?;
-                }
+                self.remove_variants_of_other_versions(
+                    event,
+                    &version,
+                    &destination,
+                    &keys,
+                    &seen,
+                    delivery,
+                )
+                .await?;
                 return Err(e);
             }
             Err(e) => return Err(e),

@@ -146,19 +146,31 @@ async fn one_event_for_two_quick_writes_still_renders_the_current_version() {
     );
 }
 
+/// A processor that announces to memory, after it made (and announced) `cat.jpg`'s variants.
+async fn cat_with_variants_announced(
+    store: &Arc<MemoryStore>,
+) -> (Processor<Shared>, Arc<MemoryEvents>) {
+    let etag = store.insert("photos", "cat.jpg", fixture("tiny.jpg"));
+    let events = Arc::new(MemoryEvents::new());
+    let processor = Processor::new(&Config::default(), Shared::plain(store))
+        .unwrap()
+        .with_events(events.clone());
+    processor
+        .handle(
+            &created("cat.jpg", &etag),
+            Delivery::First,
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    (processor, events)
+}
+
 #[tokio::test]
 async fn a_deleted_event_whose_publish_failed_is_published_on_the_retry() {
     let store = Arc::new(MemoryStore::new());
-    let etag = store.insert("photos", "cat.jpg", fixture("tiny.jpg"));
-    let events = Arc::new(MemoryEvents::new());
-    let processor = Processor::new(&Config::default(), Shared::plain(&store))
-        .unwrap()
-        .with_events(events.clone());
+    let (processor, events) = cat_with_variants_announced(&store).await;
     let go = CancellationToken::new();
-    processor
-        .handle(&created("cat.jpg", &etag), Delivery::First, &go)
-        .await
-        .unwrap();
     store.remove("photos", "cat.jpg");
     let removal = ObjectEvent::Removed(ObjectRemoved::new("photos", "cat.jpg"));
     *events.failure.lock().unwrap() = Some(Error::new(ErrorKind::Service, "target down"));
@@ -184,16 +196,8 @@ async fn a_deleted_event_whose_publish_failed_is_published_on_the_retry() {
 #[tokio::test]
 async fn a_non_image_overwrites_deleted_event_whose_publish_failed_is_published_on_the_retry() {
     let store = Arc::new(MemoryStore::new());
-    let etag = store.insert("photos", "cat.jpg", fixture("tiny.jpg"));
-    let events = Arc::new(MemoryEvents::new());
-    let processor = Processor::new(&Config::default(), Shared::plain(&store))
-        .unwrap()
-        .with_events(events.clone());
+    let (processor, events) = cat_with_variants_announced(&store).await;
     let go = CancellationToken::new();
-    processor
-        .handle(&created("cat.jpg", &etag), Delivery::First, &go)
-        .await
-        .unwrap();
     let text = store.insert("photos", "cat.jpg", fixture("text.txt"));
     let overwrite = created("cat.jpg", &text);
     *events.failure.lock().unwrap() = Some(Error::new(ErrorKind::Service, "target down"));

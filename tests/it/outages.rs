@@ -7,6 +7,7 @@
 //! Windows are scaled down (seconds, not minutes) through the same config keys an operator
 //! sets, keeping the shape: the outage outlasts what the old schedule survived.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::common::fault_proxy::{s3_slow_down, sqs_error, Fault, FaultProxy, Rule};
@@ -65,24 +66,9 @@ async fn an_s3_outage_under_max_receive_count_5_ends_with_every_upload_processed
 async fn a_fault_outlasting_the_retry_window_is_dead_lettered_with_its_last_error() {
     let ctx = context!("a_fault_outlasting_the_retry_window");
     let w = world(ctx, "exhaust", true).await;
-    w.upload("exhaust/a.jpg", &fixture("tiny.jpg"), "image/jpeg")
-        .await;
-    let proxy = FaultProxy::start(&w.aws.endpoint).await;
-    proxy.add(Rule::new(None, S3_PATHS, s3_slow_down()));
-    let run = w
-        .run_until_empty(&[
-            ("RESIZEQ_AWS__ENDPOINT_URL", proxy.endpoint.as_str()),
-            ("RESIZEQ_QUEUE__RETRY_BASE_SECS", "1"),
-            ("RESIZEQ_QUEUE__RETRY_MAX_SECS", "1"),
-            ("RESIZEQ_QUEUE__RETRY_WINDOW_SECS", "4"),
-        ])
-        .await;
-    run.assert_success();
+    let run = run_while_s3_fails(&w, "exhaust/a.jpg", ["1", "1", "4"], None).await;
     assert_eq!(run.stat("dead_lettered"), 1, "{}", run.stderr);
-    let dead = w.take_dead_letters(1).await;
-    assert_eq!(dead.len(), 1, "{dead:?}");
-    let attrs = &dead[0].1;
-    assert_eq!(attrs["error_kind"], "transient_exhausted", "{attrs:?}");
+    let attrs = &transient_exhausted_letter(&w, &run).await;
     // maxReceiveCount 5: receive 4 is the last planned, 5 the reserve.
     assert_eq!(attrs["receive_count"], "4", "{attrs:?}");
     let reason = &attrs["error_reason"];
@@ -400,20 +386,44 @@ async fn dlq_stats(w: &World) -> serde_json::Value {
 /// An upload whose S3 calls all fail (SlowDown) until the retries planned are used up, with
 /// `sqs_fault` on top; the `run --until-empty` that ends it.
 async fn last_receive_with(w: &World, key: &str, sqs_fault: Rule) -> Run {
+    run_while_s3_fails(w, key, ["1", "1", "4"], Some(sqs_fault)).await
+}
+
+/// Uploads `key` and runs the worker until its queue is empty while every S3 call answers 503
+/// (and `more` faults too), with `queue.retry_base_secs`, `retry_max_secs` and
+/// `retry_window_secs` set to `retry`.
+async fn run_while_s3_fails(w: &World, key: &str, retry: [&str; 3], more: Option<Rule>) -> Run {
     w.upload(key, &fixture("tiny.jpg"), "image/jpeg").await;
     let proxy = FaultProxy::start(&w.aws.endpoint).await;
     proxy.add(Rule::new(None, S3_PATHS, s3_slow_down()));
-    proxy.add(sqs_fault);
+    if let Some(rule) = more {
+        proxy.add(rule);
+    }
     let run = w
         .run_until_empty(&[
             ("RESIZEQ_AWS__ENDPOINT_URL", proxy.endpoint.as_str()),
-            ("RESIZEQ_QUEUE__RETRY_BASE_SECS", "1"),
-            ("RESIZEQ_QUEUE__RETRY_MAX_SECS", "1"),
-            ("RESIZEQ_QUEUE__RETRY_WINDOW_SECS", "4"),
+            ("RESIZEQ_QUEUE__RETRY_BASE_SECS", retry[0]),
+            ("RESIZEQ_QUEUE__RETRY_MAX_SECS", retry[1]),
+            ("RESIZEQ_QUEUE__RETRY_WINDOW_SECS", retry[2]),
         ])
         .await;
     run.assert_success();
     run
+}
+
+/// The one message in the DLQ, dead-lettered by the worker as `transient_exhausted`: its
+/// attributes.
+async fn transient_exhausted_letter(w: &World, run: &Run) -> HashMap<String, String> {
+    let mut dead = w.take_dead_letters(1).await;
+    assert_eq!(dead.len(), 1, "{dead:?}\n{}", run.stderr);
+    let attrs = dead.remove(0).1;
+    assert_eq!(
+        attrs.get("error_kind").map(String::as_str),
+        Some("transient_exhausted"),
+        "{attrs:?}\n{}",
+        run.stderr
+    );
+    attrs
 }
 
 /// One failed DLQ send (an SQS 500: one SDK call of 3 attempts) on the last receive planned: the
@@ -425,14 +435,7 @@ async fn a_failed_dead_letter_send_on_the_last_receive_still_leaves_a_reason() {
     let w = world(ctx, "redsend", true).await;
     let fault = Rule::sqs("SendMessage", sqs_error(500, "InternalError")).times(3);
     let run = last_receive_with(&w, "redsend/a.jpg", fault).await;
-    let dead = w.take_dead_letters(1).await;
-    assert_eq!(dead.len(), 1, "{dead:?}");
-    assert_eq!(
-        dead[0].1.get("error_kind").map(String::as_str),
-        Some("transient_exhausted"),
-        "{dead:?}\n{}",
-        run.stderr
-    );
+    transient_exhausted_letter(&w, &run).await;
 }
 
 /// The DLQ send succeeds and the delete fails, on the last receive planned: two copies in the
@@ -493,19 +496,7 @@ async fn a_retry_that_would_outlive_the_queues_retention_is_dead_lettered_now() 
         .send()
         .await
         .expect("SetQueueAttributes");
-    w.upload("retention/a.jpg", &fixture("tiny.jpg"), "image/jpeg")
-        .await;
-    let proxy = FaultProxy::start(&w.aws.endpoint).await;
-    proxy.add(Rule::new(None, S3_PATHS, s3_slow_down()));
-    let run = w
-        .run_until_empty(&[
-            ("RESIZEQ_AWS__ENDPOINT_URL", proxy.endpoint.as_str()),
-            ("RESIZEQ_QUEUE__RETRY_BASE_SECS", "600"),
-            ("RESIZEQ_QUEUE__RETRY_MAX_SECS", "600"),
-            ("RESIZEQ_QUEUE__RETRY_WINDOW_SECS", "1800"),
-        ])
-        .await;
-    run.assert_success();
+    let run = run_while_s3_fails(&w, "retention/a.jpg", ["600", "600", "1800"], None).await;
     assert!(
         run.logs.iter().any(|l| log_message(l)
             .starts_with("queue.retry_window_secs outlasts the queue's MessageRetentionPeriod")),
@@ -513,9 +504,7 @@ async fn a_retry_that_would_outlive_the_queues_retention_is_dead_lettered_now() 
         run.stderr
     );
     assert_eq!(run.stat("dead_lettered"), 1, "{}", run.stderr);
-    let dead = w.take_dead_letters(1).await;
-    let attrs = &dead[0].1;
-    assert_eq!(attrs["error_kind"], "transient_exhausted", "{attrs:?}");
+    let attrs = &transient_exhausted_letter(&w, &run).await;
     assert_eq!(attrs["receive_count"], "1", "{attrs:?}");
     let reason = &attrs["error_reason"];
     assert!(reason.starts_with("still failing "), "{reason}");

@@ -260,12 +260,9 @@ impl<S: Store> Processor<S> {
             ..SourceRef::new(&event.bucket, &event.key, None)
         };
         if ours.is_empty() {
-            // Gone already. A delivery before this one may have deleted them and then failed
-            // to tell the app: tell it again (same event id), if none of the variants is left.
-            if delivery == Delivery::Repeat && seen.iter().all(Option::is_none) {
-                let deleted = Deleted::of_keys(source, &destination, keys);
-                self.announce(AppEvent::Deleted(deleted)).await?;
-            }
+            // Gone already (perhaps by a delivery before this one).
+            self.announce_deleted(source, &destination, Vec::new(), &keys, &seen, delivery)
+                .await?;
             return Ok(RecordOutcome::Ignored);
         }
         let deleted = self.delete_as_seen(&destination, &ours).await?;
@@ -278,33 +275,54 @@ impl<S: Store> Processor<S> {
             return Box::pin(self.follow(again, delivery, draining, hop + 1)).await;
         }
         info!(variants = deleted.len(), "variants deleted");
-        if !deleted.is_empty() {
-            let deleted = Deleted::of_keys(source, &destination, deleted);
-            self.announce(AppEvent::Deleted(deleted)).await?;
-        }
+        self.announce_deleted(source, &destination, deleted, &keys, &seen, delivery)
+            .await?;
         Ok(RecordOutcome::Deleted)
     }
 
-    /// The source is now `version` and it is not an image: deletes the variants that an
-    /// earlier version of it left. The GET that fetched `version` came after `seen` was taken,
-    /// so any variant still as seen is an earlier version's.
-    pub(super) async fn remove_variants_of_other_versions(
+    /// Tells the app that the `deleted` variants are gone. A redelivery that finds none of the
+    /// variants left names them all: a delivery before it may have deleted them and then failed
+    /// to tell the app (the event id is the same, so the app drops a repeat).
+    async fn announce_deleted(
         &self,
-        bucket: &str,
-        source_key: &str,
+        source: SourceRef,
+        destination: &str,
+        mut deleted: Vec<String>,
         keys: &[String],
         seen: &[Option<ObjectInfo>],
+        delivery: Delivery,
+    ) -> Result<()> {
+        if deleted.is_empty() && delivery == Delivery::Repeat && seen.iter().all(Option::is_none) {
+            deleted = keys.to_vec();
+        }
+        if deleted.is_empty() {
+            return Ok(());
+        }
+        let deleted = Deleted::of_keys(source, destination, deleted);
+        self.announce(AppEvent::Deleted(deleted)).await
+    }
+
+    /// The source is now `version` and it is not an image: deletes the variants that an
+    /// earlier version of it left, and tells the app. The GET that fetched `version` came after
+    /// `seen` was taken, so any variant still as seen is an earlier version's.
+    pub(super) async fn remove_variants_of_other_versions(
+        &self,
+        event: &ObjectCreated,
         version: &SourceVersion,
-    ) -> Result<Vec<String>> {
+        bucket: &str,
+        keys: &[String],
+        seen: &[Option<ObjectInfo>],
+        delivery: Delivery,
+    ) -> Result<()> {
         if !self.delete_variants {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let stale: Vec<(&String, &ObjectInfo)> = keys
             .iter()
             .zip(seen)
             .filter_map(|(key, seen)| Some((key, seen.as_ref()?)))
             .filter(|(_, info)| {
-                made_from_key(info, source_key)
+                made_from_key(info, &event.key)
                     && info.metadata.get(META_SOURCE_ETAG) != Some(&version.etag.to_string())
             })
             .collect();
@@ -315,7 +333,9 @@ impl<S: Store> Processor<S> {
                 "overwritten by something that is not an image: the earlier variants are deleted"
             );
         }
-        Ok(deleted)
+        let source = super::announce::source_of(event, version);
+        self.announce_deleted(source, bucket, deleted, keys, seen, delivery)
+            .await
     }
 
     /// Deletes each variant if it is still as seen; returns the keys deleted. A refused delete
